@@ -1,0 +1,194 @@
+"""The ``vptt`` command line (typer)."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import PersonaValidationError, VPTTError
+from .settings import VPTTSettings
+
+app = typer.Typer(help="vptt: persona-aware visual personalization (VPRAG, VPTT score, evaluators).",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+personas_app = typer.Typer(help="List, show and delete stored personas.", no_args_is_help=True)
+score_app = typer.Typer(help="Image-level evaluators (MaSC, FPR, Stellar, CLIP/DINO, VLM judge).",
+                        no_args_is_help=True)
+app.add_typer(personas_app, name="personas")
+app.add_typer(score_app, name="score")
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+_state: dict[str, Any] = {}
+SAMPLE_FILE = Path(__file__).resolve().parent.parent / "examples" / "data" / "personas.jsonl"
+
+
+def _handle_errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PersonaValidationError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        except (VPTTError, FileNotFoundError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def main(data_dir: Optional[Path] = typer.Option(None, help="Data directory (default: $VPTT_DATA_DIR or .vptt)."),
+         store: Optional[str] = typer.Option(None, help="chroma (default) or memory."),
+         chroma_host: Optional[str] = typer.Option(None, help="Use a Chroma server at this host."),
+         chroma_port: Optional[int] = typer.Option(None, help="Port of the Chroma server.")) -> None:
+    """Options shared by every command (each also readable from VPTT_* environment variables)."""
+    overrides = {k: v for k, v in {"data_dir": data_dir, "store": store, "chroma_host": chroma_host,
+                                   "chroma_port": chroma_port}.items() if v is not None}
+    _state["settings"] = VPTTSettings(**overrides)
+    _state.pop("personalizer", None)
+
+
+def _personalizer() -> Any:
+    if "personalizer" not in _state:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        from .personalizer import Personalizer
+
+        _state["personalizer"] = Personalizer(settings=_state.get("settings") or VPTTSettings())
+    return _state["personalizer"]
+
+
+@app.command()
+@_handle_errors
+def ingest(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Persona JSONL file."),
+           on_error: str = typer.Option("raise", help="raise: stop at the first bad line; skip: load the rest.")) -> None:
+    """Validate FILE and upsert its personas (idempotent: re-ingesting changes nothing)."""
+    report = _personalizer().ingest(file, on_error=on_error, progress=True)  # type: ignore[arg-type]
+    console.print(f"created {len(report.created)}, updated {len(report.updated)}, "
+                  f"unchanged {len(report.unchanged)}; embedded {report.texts_embedded} texts")
+    for line in report.skipped:
+        err.print(f"[yellow]skipped[/yellow] {line}")
+
+
+@personas_app.command("list")
+@_handle_errors
+def personas_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List stored persona ids."""
+    store = _personalizer().store
+    ids = store.list_ids()
+    if as_json:
+        console.print_json(json.dumps(ids))
+        return
+    table = Table("persona_id", "age", "occupation", "city", "posts", show_edge=False)
+    for pid in ids:
+        p = store.get(pid)
+        d = p.demographics
+        table.add_row(pid, "" if d.age is None else str(d.age), d.occupation, f"{d.city}, {d.country}".strip(", "),
+                      str(len(p.posts)))
+    console.print(table)
+    console.print(f"{len(ids)} persona(s)")
+
+
+@personas_app.command("show")
+@_handle_errors
+def personas_show(persona_id: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Show one persona."""
+    p = _personalizer().store.get(persona_id)
+    if as_json:
+        console.print_json(p.model_dump_json())
+        return
+    console.print(f"[bold]{p.persona_id}[/bold]  {p.card_text()}")
+    for post in p.posts:
+        console.print(f"  [cyan]{post.post_id}[/cyan] ({post.type}) {post.caption[:100]}…")
+
+
+@personas_app.command("delete")
+@_handle_errors
+def personas_delete(persona_id: str) -> None:
+    """Delete one persona and everything stored for it."""
+    if not _personalizer().store.delete(persona_id):
+        err.print(f"[red]error:[/red] persona {persona_id!r} not found")
+        raise typer.Exit(1)
+    console.print(f"deleted {persona_id}")
+
+
+@app.command()
+@_handle_errors
+def personalize(persona_id: str, query: str,
+                method: str = typer.Option("vprag", help="baseline, persona_only, brag, vprag or comb."),
+                as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+                trace: bool = typer.Option(True, help="Print the retrieval trace."),
+                token_budget: Optional[int] = typer.Option(None, help="Token budget of the prompt."),
+                three_phrase: bool = typer.Option(False, help="The paper's three-phrase budget.")) -> None:
+    """Personalize QUERY for a stored persona."""
+    from agents.composer import TemplateComposer
+    from agents.vprag import VPRAGConfig
+
+    pz = _personalizer()
+    config = VPRAGConfig(tau=pz.config.tau, per_category_budget=pz.config.per_category_budget,
+                         three_phrase=three_phrase)
+    composer = TemplateComposer(token_budget, pz.settings.include_summary) if token_budget else None
+    result = pz.personalize(persona_id, query, method=method, config=config, composer=composer)
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    from ._render import render_result
+
+    render_result(result, console, trace=trace)
+
+
+DEMO_QUERIES = [
+    ("p01_kyoto_ceramicist", "A preferred outdoor spot"),
+    ("p07_oaxaca_chef", "A photo showing my next social media post with my style and content"),
+    ("p05_tromso_fisherman", "A cultural site I would visit on a weekend"),
+    ("p21_accra_kente_photographer", "Here is a convention center. Add a preferred event"),
+]
+
+
+@app.command()
+@_handle_errors
+def demo(file: Path = typer.Option(SAMPLE_FILE, help="Persona JSONL to ingest."),
+         methods: str = typer.Option("baseline,brag,vprag", help="Comma-separated methods to compare.")) -> None:
+    """Ingest the bundled sample personas and personalize a few queries, with traces. Offline."""
+    if not file.exists():
+        raise FileNotFoundError(f"sample personas not found at {file}; pass --file")
+    pz = _personalizer()
+    console.rule("ingest")
+    report = pz.ingest(file, progress=True)
+    console.print(f"{file}: created {len(report.created)}, updated {len(report.updated)}, unchanged "
+                  f"{len(report.unchanged)}; embedded {report.texts_embedded} texts; store: {pz.store!r}")
+    from ._render import render_result
+
+    stored = set(pz.store.list_ids())
+    for pid, query in DEMO_QUERIES:
+        if pid not in stored:
+            continue
+        console.rule(f"{pid}: {query}")
+        for m in methods.split(","):
+            result = pz.personalize(pid, query, method=m.strip())
+            render_result(result, console, trace=m.strip() == "vprag")
+
+
+def _register_score_commands() -> None:
+    """Evaluator modules add their `vptt score ...` commands (only those whose modules exist)."""
+    for name in ("_cli_masc", "_cli_fpr", "_cli_clip_dino", "_cli_stellar", "_cli_vlm_judge"):
+        try:
+            module = importlib.import_module(f"evaluators.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"evaluators.{name}":
+                continue
+            raise
+        module.register(score_app)
+
+
+_register_score_commands()

@@ -1,0 +1,42 @@
+"""Build embedders and stores from :class:`~sdk.settings.VPTTSettings` (backends import lazily)."""
+
+from __future__ import annotations
+
+from stores.base import PersonaStore
+from stores.embedders import Embedder
+
+from .settings import VPTTSettings
+
+
+def build_embedder(settings: VPTTSettings) -> Embedder:
+    """The configured embedder, wrapped in the on-disk cache unless ``embedding_cache`` is off."""
+    if settings.embedder == "openai":
+        from stores.embedders import OpenAIEmbedder
+
+        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        inner: Embedder = OpenAIEmbedder(settings.embedder_model or "text-embedding-3-small",
+                                         dim=settings.embedding_dim or 1536, base_url=settings.openai_base_url,
+                                         api_key=key, send_dimensions=settings.embedding_dim is not None)
+    else:
+        from stores.embedders import MiniLMEmbedder
+
+        inner = MiniLMEmbedder(settings.embedder_model, device=settings.device)
+    if not settings.embedding_cache:
+        return inner
+    from stores.embedding_cache import CachedEmbedder
+
+    return CachedEmbedder(inner, settings.cache_path)
+
+
+def build_store(settings: VPTTSettings, embedder: Embedder) -> PersonaStore:
+    """The configured persona store: embedded Chroma, a Chroma server, or in-memory."""
+    if settings.store == "memory":
+        from stores.memory import InMemoryPersonaStore
+
+        return InMemoryPersonaStore(embedder)
+    from stores.chroma import ChromaPersonaStore
+
+    if settings.chroma_host:
+        return ChromaPersonaStore(embedder, host=settings.chroma_host, port=settings.chroma_port,
+                                  ssl=settings.chroma_ssl, prefix=settings.collection_prefix)
+    return ChromaPersonaStore(embedder, path=settings.chroma_path, prefix=settings.collection_prefix)

