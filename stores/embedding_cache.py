@@ -67,7 +67,7 @@ class CachedEmbedder(Embedder):
         with self._lock:
             found = self._lookup(list(dict.fromkeys(keys)))
             missing = list(dict.fromkeys(t for t, k in zip(texts, keys) if k not in found))
-            self.hits += len(texts) - sum(1 for k in keys if k not in found)
+            self.hits += len(texts) - len(missing)  # served without calling the inner embedder
             self.misses += len(missing)
             if missing:
                 vecs = self.inner.embed(missing)

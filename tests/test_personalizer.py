@@ -1,0 +1,82 @@
+"""personalize() and the Personalizer: all methods, ad-hoc personas, errors, settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agents.methods import METHODS
+from sdk import (ConfigError, EmptyQueryError, NoPostsError, Persona, PersonaNotFoundError, Personalizer,
+                 VPTTSettings, personalize)
+from stores.memory import InMemoryPersonaStore
+
+from .conftest import make_persona
+
+
+@pytest.fixture
+def pz(embedder, two_personas) -> Personalizer:
+    p = Personalizer(InMemoryPersonaStore(embedder))
+    p.ingest(two_personas)
+    return p
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_returns_a_typed_result(pz: Personalizer, method: str) -> None:
+    r = pz.personalize("alice", "A preferred outdoor spot", method=method)
+    assert r.method == method and r.persona_id == "alice" and r.prompt.startswith("A preferred outdoor spot")
+    assert r.trace.method == method and r.trace.composition is not None
+    assert set(r.timings_ms) == {"embed_query", "load_persona", "retrieve", "compose", "total"}
+    json.loads(r.model_dump_json())
+    if method == "baseline":
+        assert r.prompt == "A preferred outdoor spot"
+    if method in ("vprag", "comb"):
+        assert r.trace.k >= 1 and abs(sum(r.trace.weights) - 1) < 1e-9 and r.trace.kept_elements()
+        assert all(e in r.prompt for e in r.trace.kept_elements())
+    if method in ("brag", "comb"):
+        assert r.trace.captions_used[0] in r.prompt
+
+
+def test_vprag_prefers_relevant_posts(pz: Personalizer) -> None:
+    r = pz.personalize("alice", "a steaming bowl of noodles in a restaurant")
+    assert r.trace.chosen_posts[0].post_id == "alice-01"
+
+
+def test_adhoc_persona_is_embedded_once(embedder) -> None:
+    pz = Personalizer(InMemoryPersonaStore(embedder))
+    persona = make_persona("adhoc", ["A misty mountain trail with a wooden signpost."])
+    first = pz.personalize(persona, "a hike")
+    assert pz.embedded(persona) is pz.embedded(persona)
+    assert pz.personalize(persona, "a hike").prompt == first.prompt
+    assert "adhoc" not in pz.store  # ad-hoc personas are not written to the store
+
+
+def test_errors(pz: Personalizer) -> None:
+    with pytest.raises(PersonaNotFoundError):
+        pz.personalize("nobody", "x")
+    with pytest.raises(EmptyQueryError):
+        pz.personalize("alice", "   ")
+    with pytest.raises(ConfigError, match="did you mean 'vprag'"):
+        pz.personalize("alice", "x", method="vprg")
+
+
+def test_no_posts_falls_back_and_says_so(pz: Personalizer) -> None:
+    empty = Persona(persona_id="empty", summary="Nobody yet.")
+    r = pz.personalize(empty, "a beach", method="vprag")
+    assert r.method == "persona_only" and "no posts" in r.fallback
+    with pytest.raises(NoPostsError):
+        pz.personalize(empty, "a beach", strict=True)
+
+
+def test_settings_from_environment(monkeypatch, tmp_path, embedder, two_personas) -> None:
+    monkeypatch.setenv("VPTT_STORE", "memory")
+    monkeypatch.setenv("VPTT_TAU", "0.5")
+    monkeypatch.setenv("VPTT_DATA_DIR", str(tmp_path))
+    s = VPTTSettings()
+    assert s.store == "memory" and s.tau == 0.5 and s.cache_path == tmp_path / "embeddings.sqlite"
+    pz = Personalizer(embedder=embedder, settings=s)
+    assert isinstance(pz.store, InMemoryPersonaStore) and pz.config.tau == 0.5
+    pz.ingest(two_personas)
+    assert personalize("bob", "sunset surf", personalizer=pz).trace.tau == 0.5
+    with pytest.raises(ValueError):
+        VPTTSettings(store="mongo")
