@@ -177,8 +177,8 @@ def retrieve(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Map
         config: :class:`VPRAGConfig` (defaults if None).
     """
     cfg = config or VPRAGConfig()
-    posts = persona.persona.posts
-    categories = persona.persona.categories()
+    post_ids = persona.post_ids
+    categories = persona.categories
     budgets = cfg.budgets(categories)
     total = 3 if cfg.three_phrase else sum(budgets.values())
     sims = cosine_scores(query_emb, persona.caption_embs)
@@ -186,18 +186,16 @@ def retrieve(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Map
     entropy, n_eff, k = effective_posts(w, total)
     chosen = top_k_posts(w, k)
     trace = RetrievalTrace(
-        method="vprag", tau=cfg.tau, total_budget=total, post_ids=[p.post_id for p in posts],
+        method="vprag", tau=cfg.tau, total_budget=total, post_ids=post_ids,
         similarities=sims.tolist(), weights=w.tolist(), entropy=entropy, n_eff=n_eff, k=k,
-        chosen_posts=[ChosenPost(index=int(i), post_id=posts[i].post_id, similarity=float(sims[i]),
+        chosen_posts=[ChosenPost(index=int(i), post_id=post_ids[i], similarity=float(sims[i]),
                                  weight=float(w[i])) for i in chosen])
     prio = cosine_scores(query_emb, np.stack([category_embs[c] for c in categories]))
     order = [categories[i] for i in category_order(prio)]
     prio_of = dict(zip(categories, prio.tolist()))
     table = persona.elements
     scores = cosine_scores(query_emb, table.embs)
-    rows_of: dict[tuple[int, str], list[int]] = {}
-    for m, (pi, cat) in enumerate(zip(table.post_idx.tolist(), table.category)):
-        rows_of.setdefault((pi, cat), []).append(m)
+    rows_of = table.groups
     supply = {c: sum(len(rows_of.get((int(i), c), ())) for i in chosen) for c in order}
     if cfg.three_phrase:
         budgets = _three_phrase_budgets(order, supply)
@@ -207,11 +205,11 @@ def retrieve(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Map
         quotas = allocate_quotas(w[chosen], counts, budgets[cat])
         trace.categories.append(CategoryStep(
             category=cat, priority=float(prio_of[cat]), budget=budgets[cat], supply=int(counts.sum()),
-            quotas={posts[i].post_id: int(q) for i, q in zip(chosen, quotas) if q > 0}))
+            quotas={post_ids[i]: int(q) for i, q in zip(chosen, quotas) if q > 0}))
         for post_rank, (i, q) in enumerate(zip(chosen, quotas)):
             if q == 0:
                 continue
-            rows = np.array(rows_of[(int(i), cat)])
+            rows = rows_of[(int(i), cat)]
             best = rows[np.lexsort((table.position[rows], -scores[rows]))[:q]]
             picked.extend((rank, -float(scores[m]), post_rank, int(table.position[m]), int(m)) for m in best)
     seen: set[str] = set()
@@ -220,6 +218,6 @@ def retrieve(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Map
         status = "duplicate" if key in seen else "kept"
         seen.add(key)
         trace.elements.append(ElementChoice(text=table.texts[m], category=table.category[m],
-                                            post_id=posts[int(table.post_idx[m])].post_id,
+                                            post_id=post_ids[int(table.post_idx[m])],
                                             score=-neg_score, status=status))
     return trace

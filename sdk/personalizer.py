@@ -143,7 +143,7 @@ class Personalizer:
                                    "method='persona_only'")
             fallback = f"persona {mem.persona_id!r} has no posts: fell back from {method!r} to 'persona_only'"
             method, fn = "persona_only", get_method("persona_only")
-        cats = self.category_embeddings(mem.persona.categories()) if method in ("vprag", "comb") else {}
+        cats = self.category_embeddings(mem.categories) if method in ("vprag", "comb") else {}
         trace = fn(q_emb, mem, cats, config or self.config)
         t3 = time.perf_counter()
         prompt = (composer or self.composer).compose(query.strip(), trace, mem.persona)

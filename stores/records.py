@@ -7,7 +7,8 @@ vector, ready for VPRAG and the VPTT score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -52,6 +53,14 @@ class ElementTable:
     def __len__(self) -> int:
         return len(self.texts)
 
+    @cached_property
+    def groups(self) -> dict[tuple[int, str], np.ndarray]:
+        """Row indices of each (post index, category), computed once per table."""
+        rows: dict[tuple[int, str], list[int]] = {}
+        for m, (pi, cat) in enumerate(zip(self.post_idx.tolist(), self.category)):
+            rows.setdefault((pi, cat), []).append(m)
+        return {k: np.array(v, dtype=np.int64) for k, v in rows.items()}
+
 
 @dataclass(frozen=True)
 class EmbeddedPersona:
@@ -62,7 +71,6 @@ class EmbeddedPersona:
     caption_embs: np.ndarray  # (N, D), row i = persona.posts[i]
     elements: ElementTable
     embedder: str = ""
-    _cat_cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def persona_id(self) -> str:
@@ -71,6 +79,15 @@ class EmbeddedPersona:
     @property
     def captions(self) -> list[str]:
         return [p.caption for p in self.persona.posts]
+
+    @cached_property
+    def categories(self) -> list[str]:
+        """The persona's categories (canonical first), computed once."""
+        return self.persona.categories()
+
+    @cached_property
+    def post_ids(self) -> list[str]:
+        return [p.post_id for p in self.persona.posts]
 
 
 def caption_item_id(post: Post, post_hash: str) -> str:

@@ -1,7 +1,7 @@
-"""Check one hand-written sample persona file (stdlib only).
+"""Quality checks for the bundled sample persona set (stdlib only; stricter than the SDK validator).
 
-Usage: python examples/data/tools/check_part.py examples/data/parts/p01_*.jsonl ...
-Each file holds one JSON object per line (one persona per line) in the DESIGN.md format.
+Usage: python examples/data/check_personas.py examples/data/personas.jsonl
+Checks 30 posts per persona, captions of 80-200 words, all 8 categories per post, the 35/25/25/15 type mix.
 """
 from __future__ import annotations
 
