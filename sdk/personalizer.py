@@ -131,11 +131,26 @@ class Personalizer:
         t0 = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
             raise EmptyQueryError("query must be a non-empty string, e.g. 'A preferred outdoor spot'")
-        fn = get_method(method)
+        get_method(method)  # fail fast on a typo, before any embedding
         q_emb = self.embedder.embed_one(query)
         t1 = time.perf_counter()
         mem = self.embedded(persona)
         t2 = time.perf_counter()
+        result = self.personalize_embedded(mem, query, q_emb, method=method, config=config, composer=composer,
+                                           strict=strict)
+        result.timings_ms.update(embed_query=round((t1 - t0) * 1000, 3), load_persona=round((t2 - t1) * 1000, 3),
+                                 total=round((time.perf_counter() - t0) * 1000, 3))
+        return result
+
+    def personalize_embedded(self, mem: EmbeddedPersona, query: str, query_emb: np.ndarray, *,
+                             method: str = "vprag", config: VPRAGConfig | None = None,
+                             composer: Composer | None = None, strict: bool = False) -> PersonalizationResult:
+        """Retrieval and composition for an already embedded persona and query (no embedding, no I/O).
+
+        Bulk evaluation and the agent graph use this to reuse one query embedding across personas.
+        """
+        t2 = time.perf_counter()
+        fn = get_method(method)
         fallback = None
         if not mem.persona.posts and method in CAPTION_METHODS:
             if strict:
@@ -144,12 +159,11 @@ class Personalizer:
             fallback = f"persona {mem.persona_id!r} has no posts: fell back from {method!r} to 'persona_only'"
             method, fn = "persona_only", get_method("persona_only")
         cats = self.category_embeddings(mem.categories) if method in ("vprag", "comb") else {}
-        trace = fn(q_emb, mem, cats, config or self.config)
+        trace = fn(query_emb, mem, cats, config or self.config)
         t3 = time.perf_counter()
         prompt = (composer or self.composer).compose(query.strip(), trace, mem.persona)
         t4 = time.perf_counter()
-        timings = {"embed_query": t1 - t0, "load_persona": t2 - t1, "retrieve": t3 - t2, "compose": t4 - t3,
-                   "total": t4 - t0}
+        timings = {"retrieve": t3 - t2, "compose": t4 - t3, "total": t4 - t2}
         return PersonalizationResult(prompt=prompt, query=query, method=method, persona_id=mem.persona_id,
                                      trace=trace, fallback=fallback,
                                      timings_ms={k: round(v * 1000, 3) for k, v in timings.items()})

@@ -35,7 +35,8 @@ def random_texts(rng: np.random.Generator, n: int, lo: int = 0, hi: int = 16) ->
     for _ in range(n):
         words = rng.choice(WORDS, size=int(rng.integers(lo, hi))).tolist()
         seps = rng.choice([" ", ", ", ". ", " - ", "  "], size=len(words)).tolist()
-        texts.append("".join(w.upper() if rng.random() < 0.2 else w for pair in zip(words, seps) for w in pair))
+        parts = [w for pair in zip(words, seps) for w in pair]
+        texts.append("".join(w.upper() if rng.random() < 0.2 else w for w in parts))
     return texts
 
 
@@ -202,6 +203,14 @@ def test_novelty_batch_splits_chunks_exactly(rng: np.random.Generator, monkeypat
 
 def test_unicode_tokens() -> None:
     assert novelty("Café crème brûlée ici", ["le café crème brûlée"]) == pytest.approx(0.5)
+    assert vs.tokens("KELVIN \u212a-Bowl, naïve_x don't") == ["kelvin", "k", "bowl", "naïve_x", "don't"]
+
+
+def test_ascii_fast_path_equals_the_regex(rng: np.random.Generator) -> None:
+    alphabet = [chr(i) for i in range(128)] + list("ab c'") * 20 + ["é", "ß", "\u00a0", "\u212a"]
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet, size=int(rng.integers(0, 30))).tolist())
+        assert vs.tokens(text) == re.findall(r"[\w']+", text.lower()), repr(text)
 
 
 # ------------------------------------------------------------------------------------------- score
@@ -269,6 +278,7 @@ def test_edge_cases(rng: np.random.Generator) -> None:
     ({"prompt_emb": np.ones((2, D))}, ConfigError),
     ({"persona_emb": np.ones(D + 1)}, ConfigError),
     ({"captions": ["only one"]}, ConfigError),
+    ({"captions": []}, ConfigError),  # NV needs the caption texts
 ])
 def test_invalid_inputs(kwargs: dict[str, object], error: type[Exception]) -> None:
     args: dict[str, object] = {"prompt_text": "a b c", "prompt_emb": np.ones(D), "persona_emb": np.ones(D),
@@ -305,7 +315,7 @@ def test_scorer_matches_functional_api_and_batches() -> None:
     emb = HashEmbedder()
     persona = make_persona(emb)
     scorer = VPTTScorer(emb, batch_size=4)
-    prompts = [f"a red ceramic bowl with tea number {i}" for i in range(10)]
+    prompts = [f"a red ceramic bowl {'with tea ' * (i % 4)}number {i}" for i in range(10)]  # mixed lengths
     emb.calls = 0
     got = scorer.score_many(persona, prompts)
     assert emb.calls == 3  # ceil(10 / 4) embedding calls, nothing for the persona

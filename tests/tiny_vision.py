@@ -2,7 +2,7 @@
 
 CLIP, DINOv2, DINO (v1, a plain ``ViTModel``), SigLIP and OWL-ViT / OWLv2, each with a PIL image processor
 and, where the model has a text tower, a character-level ``CLIPTokenizer`` built in memory. The SigLIP
-checkpoint is the fixed-size one of :mod:`tiny_siglip` (shared with the MaSC tests).
+checkpoint is the fixed-size one of :mod:`tests.tiny_siglip` (shared with the MaSC tests).
 
 ``save_tiny(root, kind)`` writes model + processor with ``save_pretrained`` so the "load from a local
 directory" path of the evaluators is exercised exactly as with a real checkpoint.
@@ -29,7 +29,8 @@ def build_clip_tokenizer() -> Any:
     """A character-level ``CLIPTokenizer`` (no merges): each letter is a token, ``</w>`` ends a word."""
     from transformers import CLIPTokenizer
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    # id 0 stays unused: OWL-ViT treats a query whose first token id is 0 as padding
+    vocab = {"<|unused|>": 0, "<|startoftext|>": 1, "<|endoftext|>": 2}
     for ch in string.ascii_lowercase + string.digits + string.punctuation:
         vocab.setdefault(ch, len(vocab))
         vocab.setdefault(ch + "</w>", len(vocab))
@@ -38,7 +39,7 @@ def build_clip_tokenizer() -> Any:
 
 def _text_config(vocab_size: int) -> dict[str, int]:
     return {**_common(), "vocab_size": vocab_size, "max_position_embeddings": TEXT_LENGTH,
-            "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
+            "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
 
 
 def _vision_config() -> dict[str, int]:
@@ -86,7 +87,11 @@ def build_dino(seed: int = 0) -> tuple[Any, Any]:
 
 
 def build_owl(seed: int = 0, version: int = 1) -> tuple[Any, Any]:
-    """``(OwlViTForObjectDetection, OwlViTProcessor)`` or, with ``version=2``, the OWLv2 pair."""
+    """``(OwlViTForObjectDetection, OwlViTProcessor)`` or, with ``version=2``, the OWLv2 pair.
+
+    The logit shift/scale and last box layers are zeroed after the seeded init, so a box's score is
+    ``sigmoid(cos(patch, query))`` (query-dependent, in (0.27, 0.73)) and each box is its patch's grid cell.
+    """
     import torch
     import transformers as tf
 
@@ -97,6 +102,10 @@ def build_owl(seed: int = 0, version: int = 1) -> tuple[Any, Any]:
                         projection_dim=HIDDEN)
     torch.manual_seed(seed)
     model = getattr(tf, f"{prefix}ForObjectDetection")(config).eval()
+    with torch.no_grad():  # random heads saturate (scores 0, boxes 0/1): make them informative instead
+        for layer in (model.class_head.logit_shift, model.class_head.logit_scale, model.box_head.dense2):
+            layer.weight.zero_()
+            layer.bias.zero_()
     size = {"height": IMAGE_SIZE, "width": IMAGE_SIZE}
     extra = {"crop_size": size} if version == 1 else {}
     image_processor = getattr(tf, f"{prefix}ImageProcessorPil")(size=size, **extra)
@@ -118,7 +127,7 @@ def save_tiny(root: str | Path, kind: str, seed: int = 0) -> Path:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     path = Path(root) / f"tiny-{kind}"
     if kind == "siglip":
-        from tiny_siglip import build_fixed
+        from tests.tiny_siglip import build_fixed
 
         parts: tuple[Any, ...] = build_fixed(seed=seed, image_size=IMAGE_SIZE)
     elif kind in ("owlvit", "owlv2"):
