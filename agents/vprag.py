@@ -42,13 +42,17 @@ def post_weights(query_emb: np.ndarray, caption_embs: np.ndarray, tau: float = 0
 
     Inputs are L2-normalised defensively (a no-op for normalised embeddings).
     """
+    return softmax_weights(cosine_scores(query_emb, caption_embs), tau)
+
+
+def softmax_weights(sims: np.ndarray, tau: float) -> np.ndarray:
+    """``softmax(sims / tau)``, computed stably."""
     if tau <= 0:
         raise ConfigError(f"tau must be positive, got {tau}")
-    sims = cosine_scores(query_emb, caption_embs)
+    sims = np.asarray(sims, dtype=np.float64)
     if sims.size == 0:
         return sims
-    z = sims / tau
-    z = np.exp(z - z.max())
+    z = np.exp(sims / tau - (sims / tau).max())
     return z / z.sum()
 
 
@@ -181,8 +185,9 @@ def retrieve(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Map
     categories = persona.categories
     budgets = cfg.budgets(categories)
     total = 3 if cfg.three_phrase else sum(budgets.values())
-    sims = cosine_scores(query_emb, persona.caption_embs)
-    w = post_weights(query_emb, persona.caption_embs, cfg.tau)
+    q = _unit(query_emb)  # stored matrices are L2-normalised (EmbeddedPersona contract): plain dot products
+    sims = persona.caption_embs @ q
+    w = softmax_weights(sims, cfg.tau)
     entropy, n_eff, k = effective_posts(w, total)
     chosen = top_k_posts(w, k)
     trace = RetrievalTrace(
@@ -190,11 +195,11 @@ def retrieve(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Map
         similarities=sims.tolist(), weights=w.tolist(), entropy=entropy, n_eff=n_eff, k=k,
         chosen_posts=[ChosenPost(index=int(i), post_id=post_ids[i], similarity=float(sims[i]),
                                  weight=float(w[i])) for i in chosen])
-    prio = cosine_scores(query_emb, np.stack([category_embs[c] for c in categories]))
+    prio = np.stack([category_embs[c] for c in categories]) @ q
     order = [categories[i] for i in category_order(prio)]
     prio_of = dict(zip(categories, prio.tolist()))
     table = persona.elements
-    scores = cosine_scores(query_emb, table.embs)
+    scores = table.embs @ q
     rows_of = table.groups
     supply = {c: sum(len(rows_of.get((int(i), c), ())) for i in chosen) for c in order}
     if cfg.three_phrase:
