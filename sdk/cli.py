@@ -21,8 +21,10 @@ app = typer.Typer(help="vptt: persona-aware visual personalization (VPRAG, VPTT 
 personas_app = typer.Typer(help="List, show and delete stored personas.", no_args_is_help=True)
 score_app = typer.Typer(help="Image-level evaluators (MaSC, FPR, Stellar, CLIP/DINO, VLM judge).",
                         no_args_is_help=True)
+bench_app = typer.Typer(help="VPTT-Bench: generate persona banks, run benchmarks, report.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
 app.add_typer(score_app, name="score")
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err = Console(stderr=True)
@@ -207,16 +209,29 @@ def demo(file: Path = typer.Option(SAMPLE_FILE, help="Persona JSONL to ingest.")
             render_result(result, console, trace=m.strip() == "vprag")
 
 
-def _register_score_commands() -> None:
-    """Evaluator modules add their `vptt score ...` commands (only those whose modules exist)."""
-    for name in ("_cli_masc", "_cli_fpr", "_cli_clip_dino", "_cli_stellar", "_cli_vlm_judge"):
+_PLUGINS = [  # (module, function, typer app it registers into); modules absent from an install are skipped
+    ("evaluators._cli_masc", "register", score_app),
+    ("evaluators._cli_fpr", "register", score_app),
+    ("evaluators._cli_clip_dino", "register", score_app),
+    ("evaluators._cli_stellar", "register", score_app),
+    ("evaluators._cli_vlm_judge", "register", score_app),
+    ("evaluators._cli_feedback", "register", app),
+    ("agents.persona_gen._cli", "register_bench", bench_app),
+    ("agents.persona_gen._cli", "register_root", app),
+    ("sdk._cli_bench", "register_bench", bench_app),
+]
+
+
+def _register_plugins() -> None:
+    """Evaluator, feedback and benchmark modules add their commands to the CLI."""
+    for name, func, target in _PLUGINS:
         try:
-            module = importlib.import_module(f"evaluators.{name}")
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name == f"evaluators.{name}":
+            if exc.name == name:
                 continue
             raise
-        module.register(score_app)
+        getattr(module, func)(target)
 
 
-_register_score_commands()
+_register_plugins()

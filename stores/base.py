@@ -230,6 +230,8 @@ class PersonaStore(ABC):
     def _embed_all(self, texts: list[str], progress: bool | Callable[[int], None],
                    batch: int) -> dict[str, np.ndarray]:
         bar = None
+        if not texts:
+            return {}
         if progress is True:
             from tqdm.auto import tqdm
 
