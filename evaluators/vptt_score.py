@@ -454,10 +454,11 @@ def score_prepared(geo: PersonaGeometry, prompt_texts: Sequence[str], prompt_emb
     if caption_conditioned and geo.trigrams.n_captions == 0:
         raise ConfigError("NV needs the caption texts: pass captions to prepare_persona / vptt_score, "
                           "or caption_conditioned=False")
-    pa = np.zeros(len(texts)) if geo.card is None else v @ geo.card
-    x = v @ geo.basis
+    with _threadpools().limit(limits=1, user_api="blas"):  # (m, D) @ (D, r<=30): threads only add overhead
+        pa = np.zeros(len(texts)) if geo.card is None else v @ geo.card
+        x = v @ geo.basis
+        cp, nearest = _cp_from_coords(x, geo.centroids)
     gs = _gs_from_coords(v, x)
-    cp, nearest = _cp_from_coords(x, geo.centroids)
     nv_raw, best = _novelty_table(texts, geo.trigrams)
     nv = nv_raw if caption_conditioned else np.zeros_like(nv_raw)
     score, score_c = combine(pa, gs, cp, nv)
