@@ -23,21 +23,45 @@ from .errors import (
     EmbedderError,
     EmptyQueryError,
     FieldProblem,
+    GenerationError,
     ModelLoadError,
     NoPostsError,
     PersonaNotFoundError,
     PersonaValidationError,
+    ProviderAuthError,
     ProviderError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    RunTimeoutError,
     StoreError,
     VPTTError,
 )
 from .models import CANONICAL_CATEGORIES, Demographics, Persona, Post
-from .personalizer import Personalizer, default_personalizer, personalize
+from .personalizer import Personalizer, agent_for, apersonalize, default_personalizer, personalize
 from .personas import PersonaList, dump_personas, load_personas, parse_persona
 from .results import IngestReport, PersonalizationResult
 from .settings import VPTTSettings
 
 __version__ = "0.1.0"
+
+
+_LAZY = {  # heavy imports (LangGraph, openai, diffusers) load on first use
+    "PersonalizationAgent": "sdk.agent", "AgentConfig": "sdk.agent", "AgentResult": "sdk.agent",
+    "NodeEvent": "sdk.agent", "LLMComposer": "agents.llm_composer", "LLMComposerConfig": "agents.llm_composer",
+    "TextGateConfig": "agents.gates", "ImageGateConfig": "agents.gates", "VPTTTextScorer": "agents.gates",
+    "MaskedSimilarityEvaluator": "agents.gates", "VLMJudgeEvaluator": "agents.gates",
+    "FunctionImageEvaluator": "agents.gates", "build_generator": "agents.generators",
+    "GenerationRequest": "agents.generators", "GeneratedImage": "agents.generators",
+    "VPTTScorer": "evaluators.vptt_score", "vptt_score": "evaluators.vptt_score",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sdk' has no attribute {name!r}")
 
 
 def ChromaPersonaStore(*args, **kwargs):  # noqa: N802 - lazy re-export of the class (chromadb loads on use)
@@ -48,6 +72,14 @@ def ChromaPersonaStore(*args, **kwargs):  # noqa: N802 - lazy re-export of the c
 
 
 __all__ = [
+    *_LAZY,
+    "GenerationError",
+    "ProviderAuthError",
+    "ProviderTimeoutError",
+    "RateLimitedError",
+    "RunTimeoutError",
+    "agent_for",
+    "apersonalize",
     "CANONICAL_CATEGORIES",
     "METHODS",
     "CachedEmbedder",

@@ -74,5 +74,25 @@ class ProviderError(VPTTError, RuntimeError):
     """A remote provider (OpenAI-compatible endpoint) failed; the message says what to do."""
 
 
+class ProviderTimeoutError(ProviderError, TimeoutError):
+    """A provider request timed out on every attempt."""
+
+
+class RateLimitedError(ProviderError):
+    """The provider kept answering HTTP 429 (rate limit or quota)."""
+
+
+class ProviderAuthError(ProviderError, PermissionError):
+    """The provider refused the API key (HTTP 401/403)."""
+
+
+class GenerationError(VPTTError, RuntimeError):
+    """A local image generator failed (bad input, out of memory, interrupted)."""
+
+
+class RunTimeoutError(VPTTError, TimeoutError):
+    """A run (or one generation) went past its hard time limit."""
+
+
 class ModelLoadError(VPTTError, OSError):
     """A model could not be loaded from the given id or directory."""

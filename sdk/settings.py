@@ -35,6 +35,8 @@ class VPTTSettings(BaseSettings):
     per_category_budget: int = Field(default=3, ge=0)
     token_budget: int | None = Field(default=None, gt=0)
     include_summary: bool = False
+    text_gate_threshold: float | None = Field(
+        default=None, description="VPTT_score threshold of the text gate in personalize(); None scores nothing")
 
     @property
     def chroma_path(self) -> Path:

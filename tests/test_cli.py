@@ -64,3 +64,19 @@ def test_demo_runs_on_a_small_file(env, tmp_path) -> None:
     r = runner.invoke(app, ["demo", "--file", str(f)], env=e)
     assert r.exit_code == 0, r.output
     assert "A preferred outdoor spot" in r.output and "n_eff" in r.output
+
+
+def test_personalize_through_the_agent_with_gate_and_checkpoint(env, tmp_path) -> None:
+    e, f = env
+    runner.invoke(app, ["ingest", str(f)], env=e)
+    ck = tmp_path / "ck.sqlite"
+    r = runner.invoke(app, ["personalize", "alice", "A preferred outdoor spot", "--gate-threshold", "0.1",
+                            "--checkpoint", str(ck), "--thread-id", "t1", "--json"], env=e)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["status"] == "deferred" and out["candidates"][0]["passed"] is True and out["thread_id"] == "t1"
+    r = runner.invoke(app, ["resume", "t1", "--checkpoint", str(ck), "--json"], env=e)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["prompt"] == out["prompt"]
+    r = runner.invoke(app, ["personalize", "alice", "x", "--stream", "--no-trace"], env=e)
+    assert r.exit_code == 0 and '"kind":"node"' in r.output.replace(" ", "") and "status: deferred" in r.output

@@ -80,3 +80,29 @@ def test_settings_from_environment(monkeypatch, tmp_path, embedder, two_personas
     assert personalize("bob", "sunset surf", personalizer=pz).trace.tau == 0.5
     with pytest.raises(ValueError):
         VPTTSettings(store="mongo")
+
+
+def test_personalize_runs_the_graph_and_matches_the_bare_path(pz: Personalizer) -> None:
+    from sdk.agent import AgentResult
+
+    r = personalize("alice", "A preferred outdoor spot", personalizer=pz)
+    assert isinstance(r, AgentResult) and r.status == "deferred"  # no generator: stops after the text gate
+    assert r.prompt == pz.personalize("alice", "A preferred outdoor spot").prompt
+    assert personalize("alice", "x", personalizer=pz, strict=True).__class__.__name__ == "PersonalizationResult"
+    with pytest.raises(TypeError):
+        personalize("alice", "x", personalizer=pz, colour="red")
+
+
+def test_text_gate_threshold_from_settings(embedder, two_personas) -> None:
+    pz = Personalizer(InMemoryPersonaStore(embedder), settings=VPTTSettings(store="memory", text_gate_threshold=0.99))
+    pz.ingest(two_personas)
+    r = personalize("alice", "A preferred outdoor spot", personalizer=pz)
+    assert r.status == "rejected" and r.text_gate is not None and r.candidates
+    assert all(c.score < 0.99 for c in r.candidates)
+
+
+async def test_apersonalize(pz: Personalizer) -> None:
+    from sdk import apersonalize
+
+    r = await apersonalize("bob", "sunset surf", personalizer=pz)
+    assert r.prompt == pz.personalize("bob", "sunset surf").prompt
