@@ -28,18 +28,24 @@ Example:
 from __future__ import annotations
 
 import functools
-import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
-from scipy import sparse
 
 from sdk.errors import ConfigError, EmbedderError, NoPostsError
+
+from ._vptt_trigrams import (  # noqa: F401 - part of this module's public API
+    TrigramTable,
+    _novelty_table,
+    build_trigram_table,
+    novelty,
+    tokens,
+    trigrams,
+)
 
 __all__ = [
     "GS_TOL", "KMEANS_N_INIT", "MAX_CLUSTERS", "WEIGHTS", "PersonaEmbeddings", "PersonaGeometry",
@@ -54,11 +60,6 @@ GS_TOL = 1e-6  #: residual norm below which Gram-Schmidt drops a caption (it add
 MAX_CLUSTERS = 5  #: k = min(MAX_CLUSTERS, number of captions)
 KMEANS_N_INIT = 10  #: k-means++ restarts (random_state=0); the lowest-inertia run is kept
 WEIGHTS = (0.2, 0.3, 0.3, 0.2)  #: (PA, GS, CP, NV) weights of VPTT_score
-_TOKEN = re.compile(r"[\w']+")
-# ASCII fast path of _TOKEN: bytes other than [A-Za-z0-9_'] become spaces (\w on ASCII is [A-Za-z0-9_])
-_ASCII_SEPARATORS = bytes(b if b < 128 and (chr(b).isalnum() or chr(b) in "_'") else 32 for b in range(256))
-Trigram = tuple[str, str, str]
-_CHUNK = 4096  # prompts per vectorised trigram chunk
 ArrayOrFloat = TypeVar("ArrayOrFloat", float, np.ndarray)
 
 
@@ -203,134 +204,6 @@ def cluster_proximity_batch(prompt_embs: np.ndarray, caption_embs: np.ndarray) -
 def cluster_proximity(prompt_emb: np.ndarray, caption_embs: np.ndarray) -> float:
     """CP = exp(-min_k ||B^T v - c_k||_2) with the centroids of :func:`cluster_centroids`."""
     return float(cluster_proximity_batch(prompt_emb, caption_embs)[0])
-
-
-# --------------------------------------------------------------------------- novelty
-def tokens(text: str) -> list[str]:
-    """Tokens of the lower-cased text, regex ``[\\w']+`` (an equivalent bytes fast path for ASCII text)."""
-    low = text.lower()
-    if low.isascii():
-        return low.encode("ascii").translate(_ASCII_SEPARATORS).decode("ascii").split()
-    return _TOKEN.findall(low)
-
-
-def trigrams(text: str) -> frozenset[Trigram]:
-    """Distinct word trigrams of the lower-cased text, tokens = regex ``[\\w']+``."""
-    toks = tokens(text)
-    return frozenset(zip(toks, toks[1:], toks[2:]))
-
-
-def novelty(prompt_text: str, captions: Sequence[str]) -> float:
-    """NV = 1 - max_i |Tri(p') & Tri(c_i)| / |Tri(p')|; 1 when p' has no trigram or there is no caption."""
-    tp = trigrams(prompt_text)
-    if not tp:
-        return 1.0
-    best = max((len(tp & trigrams(c)) for c in captions), default=0)
-    return 1.0 - best / len(tp)
-
-
-@dataclass(frozen=True, eq=False)
-class TrigramTable:
-    """A persona's caption trigrams, ready for vectorised matching.
-
-    Attributes:
-        vocab: caption token -> integer id.
-        tri: distinct caption trigrams as id triples (U, 3), sorted lexicographically.
-        membership: sparse (U, n_captions) matrix, 1 where caption i contains trigram u.
-    """
-
-    vocab: dict[str, int]
-    tri: np.ndarray
-    membership: sparse.csr_matrix
-
-    @property
-    def n_captions(self) -> int:
-        """Number of captions."""
-        return int(self.membership.shape[1])
-
-
-def build_trigram_table(captions: Sequence[str]) -> TrigramTable:
-    """Tokenise the captions once into a :class:`TrigramTable`."""
-    vocab: dict[str, int] = {}
-    rows: dict[tuple[int, int, int], list[int]] = {}
-    for i, cap in enumerate(captions):
-        ids = [vocab.setdefault(w, len(vocab)) for w in tokens(cap)]
-        for t in set(zip(ids, ids[1:], ids[2:])):
-            rows.setdefault(t, []).append(i)
-    keys = sorted(rows)
-    tri = np.asarray(keys, dtype=np.int64).reshape(-1, 3)
-    r = np.repeat(np.arange(len(keys)), [len(rows[k]) for k in keys])
-    c = np.asarray([i for k in keys for i in rows[k]], dtype=np.int64)
-    member = sparse.csr_matrix((np.ones(len(r)), (r, c)), shape=(len(keys), len(captions)))
-    return TrigramTable(vocab=vocab, tri=tri, membership=member)
-
-
-def _bits(n: int) -> int:
-    return max(1, (n - 1).bit_length())
-
-
-def _fits(n_ids: int, n_prompts: int) -> bool:
-    """Whether (prompt, id1, id2, id3) packs into one int64 key."""
-    return 3 * _bits(n_ids) + _bits(n_prompts) <= 63
-
-
-def _token_ids(toks: list[list[str]], vocab: dict[str, int]) -> tuple[np.ndarray, int]:
-    """Flat token ids of a chunk of prompts: caption tokens keep their ids, new tokens get fresh ones."""
-    flat = list(chain.from_iterable(toks))
-    new = dict.fromkeys(flat).keys() - vocab.keys()  # any distinct ids do: only equality matters
-    ids = {**vocab, **dict(zip(new, range(len(vocab), len(vocab) + len(new))))}
-    return np.fromiter(map(ids.__getitem__, flat), dtype=np.int64, count=len(flat)), len(ids)
-
-
-def _chunk_overlap(lens: np.ndarray, ids: np.ndarray, n_ids: int, table: TrigramTable
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct trigram count (m,) and shared-trigram counts (m, n_captions) for one chunk of prompts."""
-    tb, m = _bits(n_ids), len(lens)
-    ntri = np.maximum(lens - 2, 0)
-    pid = np.repeat(np.arange(m), ntri)
-    pos = np.arange(int(ntri.sum())) - (np.cumsum(ntri) - ntri)[pid] + (np.cumsum(lens) - lens)[pid]
-    codes = (ids[pos] << (2 * tb)) | (ids[pos + 1] << tb) | ids[pos + 2]
-    keys = np.sort((pid << (3 * tb)) | codes)
-    first = np.ones(keys.size, dtype=bool)
-    first[1:] = keys[1:] != keys[:-1]
-    keys = keys[first]  # distinct (prompt, trigram) pairs
-    pid, codes = keys >> (3 * tb), keys & ((1 << (3 * tb)) - 1)
-    n_distinct = np.bincount(pid, minlength=m)
-    caps = (table.tri[:, 0] << (2 * tb)) | (table.tri[:, 1] << tb) | table.tri[:, 2]  # sorted: fixed-width
-    if caps.size == 0 or table.n_captions == 0:
-        return n_distinct, np.zeros((m, table.n_captions))
-    at = np.minimum(np.searchsorted(caps, codes), caps.size - 1)
-    hit = caps[at] == codes
-    found = sparse.csr_matrix((np.ones(int(hit.sum())), (pid[hit], at[hit])), shape=(m, caps.size))
-    return n_distinct, (found @ table.membership).toarray()
-
-
-def _novelty_chunk(toks: list[list[str]], table: TrigramTable) -> tuple[np.ndarray, np.ndarray]:
-    ids, n_ids = _token_ids(toks, table.vocab)
-    if not _fits(n_ids, len(toks)):  # split until (prompt, id1, id2, id3) keys fit an int64
-        if len(toks) == 1:
-            raise ConfigError("prompt and caption vocabulary too large for trigram matching (> 2**20 tokens)")
-        parts = [_novelty_chunk(toks[: len(toks) // 2], table),
-                 _novelty_chunk(toks[len(toks) // 2:], table)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    lens = np.fromiter(map(len, toks), dtype=np.int64, count=len(toks))
-    n_distinct, shared = _chunk_overlap(lens, ids, n_ids, table)
-    top = shared.max(axis=1) if shared.shape[1] else np.zeros(len(toks))
-    ok = (n_distinct > 0) & (top > 0)
-    nv, best = np.ones(len(toks)), np.full(len(toks), -1, dtype=np.int64)
-    if ok.any():
-        nv[ok] = 1.0 - top[ok] / n_distinct[ok]
-        best[ok] = np.argmax(shared[ok], axis=1)
-    return nv, best
-
-
-def _novelty_table(texts: Sequence[str], table: TrigramTable) -> tuple[np.ndarray, np.ndarray]:
-    """NV and best-overlap caption (-1 if none) per prompt, vectorised over chunks of prompts."""
-    toks = [tokens(t) for t in texts]
-    parts = [_novelty_chunk(toks[i:i + _CHUNK], table) for i in range(0, len(toks), _CHUNK)]
-    if not parts:
-        return np.ones(0), np.full(0, -1, dtype=np.int64)
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def novelty_batch(prompt_texts: Sequence[str], captions: Sequence[str]) -> np.ndarray:

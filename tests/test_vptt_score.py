@@ -196,8 +196,8 @@ def test_novelty_batch_splits_chunks_exactly(rng: np.random.Generator, monkeypat
     caps = random_texts(rng, 5, 3, 14)
     prompts = random_texts(rng, 40)
     expected = novelty_batch(prompts, caps)
-    monkeypatch.setattr(vs, "_CHUNK", 7)
-    monkeypatch.setattr(vs, "_fits", lambda n_ids, n_prompts: n_prompts <= 2)  # force recursive splits
+    monkeypatch.setattr("evaluators._vptt_trigrams._CHUNK", 7)
+    monkeypatch.setattr("evaluators._vptt_trigrams._fits", lambda n_ids, n_prompts: n_prompts <= 2)  # force recursive splits
     np.testing.assert_array_equal(novelty_batch(prompts, caps), expected)
 
 
