@@ -7,7 +7,8 @@
 The state holds only plain data (ids, texts, scores, trace dicts, image file paths) so every checkpoint
 serializes cheaply and a run resumes by thread id. Heavy objects (personalizer, store, embedder, composer,
 generator pipelines, evaluators) travel in the per-run :class:`RunContext`, LangGraph's runtime context.
-With no generator the graph ends after the text gate ("deferred rendering": judge the script first).
+With no generator the graph ends after the text gate ("deferred rendering": judge the script first). An
+agent with a feedback re-ranker gets a ``rerank`` node between ``retrieve`` and ``compose`` (paper Sec. 3.3).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ if TYPE_CHECKING:
 
 Status = Literal["deferred", "rejected", "completed", "image_rejected"]
 NODES = ("load_persona", "retrieve", "compose", "text_gate", "generate", "image_gate", "result")
-"""The graph's nodes, in pipeline order."""
+"""Nodes of the default graph, in pipeline order; ``rerank`` sits between ``retrieve`` and ``compose`` when the
+agent has a feedback re-ranker."""
 
 
 def _add_ms(a: Mapping[str, float] | None, b: Mapping[str, float] | None) -> dict[str, float]:
@@ -77,6 +79,7 @@ class AgentState(TypedDict, total=False):
     pending_image: dict[str, Any]
     images: Annotated[list[dict[str, Any]], _append]
     image_gate: dict[str, Any]
+    rerank: dict[str, Any]
     next_step: str
     status: Status
     timings_ms: Annotated[dict[str, float], _add_ms]
@@ -97,6 +100,8 @@ class AgentComponents:
     vprag_config: VPRAGConfig | None = None
     strict: bool = False
     negative_prompt: str | None = None
+    reranker: Any = None  # agents.rerank.FeedbackReranker: learnable feedback (paper Sec. 3.3)
+    rerank_m: int = 8
 
     def image_dir(self) -> Path:
         """Where images are written: ``save_dir``, else a temporary directory made on first use."""
@@ -171,11 +176,38 @@ def retrieve(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     q_emb = p.embedder.embed_one(state["query"])
     t1 = time.perf_counter()
     mem, method = ctx.embedded(), state["method"]
-    cats = p.category_embeddings(mem.persona.categories()) if method in ("vprag", "comb") else {}
+    cats = p.category_embeddings(mem.categories) if method in ("vprag", "comb") else {}
     trace = get_method(method)(q_emb, mem, cats, ctx.components.vprag_config or p.config)
     timings = {"embed_query": round((t1 - t0) * 1000, 3), "retrieve": _ms(t1)}
     ctx.memo["trace"] = trace
     return {"trace": trace.model_dump(), "timings_ms": timings}
+
+
+def rerank(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    """Learnable feedback (Algorithm 1, optional step): sample M candidate retrievals, keep argmax f_theta.
+
+    Only in graphs built with ``rerank=True``. The chosen candidate's trace replaces the retrieval's, so
+    ``compose`` composes the re-ranked prompt; every candidate and its predicted score are recorded.
+    """
+    from agents.rerank import candidate_prompts
+
+    ctx = runtime.context
+    ctx.check_deadline("rerank")
+    comps, t0 = ctx.components, time.perf_counter()
+    mem = ctx.embedded()
+    method = state["method"] if state["method"] in ("vprag", "comb") else None
+    if method is None:  # baselines have no retrieval knobs to sample
+        return {"rerank": {"skipped": f"method {state['method']!r} has no candidates to re-rank"}}
+    cands = candidate_prompts(comps.personalizer, mem, state["query"], m=comps.rerank_m, seed=state["seed"],
+                              method=method, composer=comps.composer, config=comps.vprag_config)
+    res = comps.reranker.rerank(mem, [c.prompt for c in cands])
+    best = cands[res.best_index]
+    best.trace.notes.append(f"re-ranked: candidate {res.best_index} ({best.label}) of {len(cands)} by the "
+                            f"feedback model, predicted score {res.scores[res.best_index]:.3f}")
+    ctx.memo["trace"] = best.trace
+    record = {"best_index": res.best_index, "scores": list(res.scores), "labels": [c.label for c in cands],
+              "prompts": [c.prompt for c in cands], "embedder": res.embedder}
+    return {"rerank": record, "trace": best.trace.model_dump(), "timings_ms": {"rerank": _ms(t0)}}
 
 
 def _plan(state: AgentState, comps: AgentComponents) -> list[CandidateSpec]:
@@ -354,14 +386,23 @@ def _route(state: AgentState) -> str:
     return state["next_step"]
 
 
-def build_graph() -> StateGraph:
-    """The (uncompiled) agent graph; compile it once per agent, with or without a checkpointer."""
+def build_graph(rerank_node: bool = False) -> StateGraph:
+    """The (uncompiled) agent graph; compile it once per agent, with or without a checkpointer.
+
+    ``rerank_node`` inserts the learnable-feedback re-ranker between ``retrieve`` and ``compose``.
+    """
     g = StateGraph(AgentState, context_schema=RunContext)
-    for fn in (load_persona, retrieve, compose, text_gate, generate, image_gate, result):
+    nodes = (load_persona, retrieve, *((rerank,) if rerank_node else ()), compose, text_gate, generate,
+             image_gate, result)
+    for fn in nodes:
         g.add_node(fn.__name__, fn)
     g.add_edge(START, "load_persona")
     g.add_edge("load_persona", "retrieve")
-    g.add_edge("retrieve", "compose")
+    if rerank_node:
+        g.add_edge("retrieve", "rerank")
+        g.add_edge("rerank", "compose")
+    else:
+        g.add_edge("retrieve", "compose")
     g.add_edge("compose", "text_gate")
     g.add_conditional_edges("text_gate", _route, ["compose", "generate", "result"])
     g.add_edge("generate", "image_gate")
@@ -372,4 +413,4 @@ def build_graph() -> StateGraph:
 
 def recursion_limit(text_gate: TextGateConfig, image_gate: ImageGateConfig) -> int:
     """Supersteps a run can take at most (with slack)."""
-    return 4 + 2 * text_gate.max_candidates + 2 * image_gate.max_attempts + 4
+    return 5 + 2 * text_gate.max_candidates + 2 * image_gate.max_attempts + 4

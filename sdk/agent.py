@@ -95,6 +95,7 @@ class AgentResult(PersonalizationResult):
     text_gate: GateDecision | None = None
     images: list[ImageRecord] = Field(default_factory=list)
     image_gate: GateDecision | None = None
+    rerank: dict[str, Any] | None = None  # feedback re-ranking: candidates, predicted scores, best index
 
     @property
     def accepted(self) -> bool:
@@ -144,7 +145,7 @@ class PersonalizationAgent:
                  generator: ImageGenerator | str | None = None,
                  generator_options: dict[str, Any] | None = None,
                  evaluators: Sequence[ImageEvaluator] = (), config: AgentConfig | None = None,
-                 **overrides: Any) -> None:
+                 reranker: Any = None, rerank_m: int = 8, **overrides: Any) -> None:
         self.config = AgentConfig(**{**dict(config or AgentConfig()), **overrides})
         self.personalizer = personalizer or Personalizer()
         if isinstance(composer, LLMComposerConfig):
@@ -155,8 +156,8 @@ class PersonalizationAgent:
             text_scorer=scorer, text_gate=self.config.text_gate,  # type: ignore[arg-type]
             generator=build_generator(generator, **(generator_options or {})), evaluators=tuple(evaluators),
             image_gate=self.config.image_gate, save_dir=self.config.save_dir, strict=self.config.strict,
-            negative_prompt=self.config.negative_prompt)
-        self._builder = build_graph()
+            negative_prompt=self.config.negative_prompt, reranker=reranker, rerank_m=rerank_m)
+        self._builder = build_graph(rerank_node=reranker is not None)
         self._graph = self._builder.compile()
         self._saved: Any = None
         self._conn: sqlite3.Connection | None = None
@@ -281,7 +282,7 @@ class PersonalizationAgent:
             status=values["status"], run_id=values["run_id"], seed=values.get("seed"),
             thread_id=cfg.get("configurable", {}).get("thread_id"),
             candidates=values.get("candidates") or [], text_gate=values.get("text_gate"), images=images,
-            image_gate=values.get("image_gate"))
+            image_gate=values.get("image_gate"), rerank=values.get("rerank"))
         log.debug("run %s for %s: %s", res.run_id, res.persona_id, res.status)
         return res
 
