@@ -128,7 +128,8 @@ def _agent(*, token_budget: Optional[int] = None, three_phrase: bool = False, co
            llm_model: str = "gpt-4o-mini", llm_base_url: Optional[str] = None, api_key: Optional[str] = None,
            gate_threshold: Optional[float] = None, max_candidates: int = 4, generator: str = "none",
            model: Optional[str] = None, device: str = "cpu", steps: Optional[int] = None,
-           save_dir: Optional[Path] = None, checkpoint: Optional[Path] = None) -> Any:
+           save_dir: Optional[Path] = None, checkpoint: Optional[Path] = None,
+           reranker: Optional[Path] = None, rerank_m: int = 8) -> Any:
     """A PersonalizationAgent configured from command-line options."""
     from agents.composer import TemplateComposer
     from agents.gates import TextGateConfig
@@ -154,9 +155,15 @@ def _agent(*, token_budget: Optional[int] = None, three_phrase: bool = False, co
         gen_opts = {k: v for k, v in {"model": model, "api_key": api_key}.items() if v is not None}
     threshold = gate_threshold if gate_threshold is not None else pz.settings.text_gate_threshold
     gate = TextGateConfig(max_candidates=max_candidates, **({} if threshold is None else {"threshold": threshold}))
+    rr = None
+    if reranker is not None:
+        from agents.rerank import FeedbackReranker
+
+        rr = FeedbackReranker.load(reranker, pz.embedder)
     return PersonalizationAgent(pz, composer=comp, text_scorer=None if threshold is None else "vptt",
                                 generator=generator, generator_options=gen_opts or None, text_gate=gate,
-                                save_dir=save_dir, checkpoint=str(checkpoint) if checkpoint else None)
+                                save_dir=save_dir, checkpoint=str(checkpoint) if checkpoint else None,
+                                reranker=rr, rerank_m=rerank_m)
 
 
 def _print_agent_result(result: Any, as_json: bool, trace: bool) -> None:
@@ -172,6 +179,10 @@ def _print_agent_result(result: Any, as_json: bool, trace: bool) -> None:
         console.print(f"  candidate {c.index} ({c.label}): score {score}  passed {c.passed}  {c.prompt[:80]}…")
     for img in result.images or []:
         console.print(f"  image attempt {img.attempt}: {img.path}  seed {img.seed}  passed {img.passed}")
+    if result.rerank and "scores" in result.rerank:
+        scores = ", ".join(f"{x:.3f}" for x in result.rerank["scores"])
+        console.print(f"  re-ranked {len(result.rerank['scores'])} candidates: [{scores}] -> "
+                      f"{result.rerank['best_index']}")
 
 
 @app.command()
@@ -196,12 +207,15 @@ def personalize(persona_id: str, query: str,
                 save_dir: Optional[Path] = typer.Option(None, help="Where generated images are saved."),
                 checkpoint: Optional[Path] = typer.Option(None, help="SQLite checkpoint file (resumable runs)."),
                 thread_id: Optional[str] = typer.Option(None, help="Checkpoint thread id of this run."),
+                reranker: Optional[Path] = typer.Option(None, exists=True, help="Feedback model directory "
+                                                        "(`vptt feedback train`): re-rank M candidates."),
+                rerank_m: int = typer.Option(8, help="Candidates sampled for the re-ranker."),
                 stream: bool = typer.Option(False, help="Print node events as JSON lines while running.")) -> None:
     """Personalize QUERY for a stored persona through the agent graph."""
     agent = _agent(token_budget=token_budget, three_phrase=three_phrase, composer=composer, llm_model=llm_model,
                    llm_base_url=llm_base_url, api_key=api_key, gate_threshold=gate_threshold,
                    max_candidates=max_candidates, generator=generator, model=model, device=device, steps=steps,
-                   save_dir=save_dir, checkpoint=checkpoint)
+                   save_dir=save_dir, checkpoint=checkpoint, reranker=reranker, rerank_m=rerank_m)
     with agent:
         if stream:
             result = None

@@ -80,3 +80,17 @@ def test_personalize_through_the_agent_with_gate_and_checkpoint(env, tmp_path) -
     assert json.loads(r.output)["prompt"] == out["prompt"]
     r = runner.invoke(app, ["personalize", "alice", "x", "--stream", "--no-trace"], env=e)
     assert r.exit_code == 0 and '"kind":"node"' in r.output.replace(" ", "") and "status: deferred" in r.output
+
+
+def test_personalize_with_a_trained_reranker(env, tmp_path) -> None:
+    from evaluators.feedback import FeedbackConfig, FeedbackModel
+
+    e, f = env
+    runner.invoke(app, ["ingest", str(f)], env=e)
+    FeedbackModel(FeedbackConfig(seed=1)).save(tmp_path / "fb")
+    r = runner.invoke(app, ["personalize", "alice", "A preferred outdoor spot", "--reranker", str(tmp_path / "fb"),
+                            "--rerank-m", "4", "--json"], env=e)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["rerank"]["best_index"] == max(range(len(out["rerank"]["scores"])),
+                                              key=lambda i: (out["rerank"]["scores"][i], -i))
