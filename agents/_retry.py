@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from sdk.errors import (  # noqa: F401 - re-exported for callers of this module
+    ConfigError,
     GenerationError,
     ProviderAuthError,
     ProviderError,
@@ -60,6 +61,24 @@ class RetryConfig(BaseModel):
     jitter: bool = True
     retry_statuses: frozenset[int] = RETRY_STATUSES
     respect_retry_after: bool = True
+
+
+def openai_client(*, api_key: Any, base_url: str | None, timeout_s: float, http_client: Any = None,
+                  max_retries: int = 0, purpose: str = "the endpoint") -> Any:
+    """An ``openai.OpenAI`` client; a missing key becomes a :class:`ConfigError` that says how to set one.
+
+    ``api_key`` may be a pydantic ``SecretStr``, a string or None (then ``OPENAI_API_KEY`` is used). Retries
+    default to 0: callers retry through :func:`call_with_retry`.
+    """
+    import openai
+
+    key = api_key.get_secret_value() if hasattr(api_key, "get_secret_value") else api_key
+    try:
+        return openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=max_retries,
+                             http_client=http_client)
+    except openai.OpenAIError:
+        raise ConfigError(f"no API key for {purpose}: pass api_key (CLI --api-key) or set OPENAI_API_KEY; "
+                          "local servers (vLLM, Ollama) accept any string such as 'EMPTY'") from None
 
 
 def backoff_delays(cfg: RetryConfig, n: int, rng: random.Random | None = None) -> Iterator[float]:

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agents._retry import ProviderAuthError, RetryConfig, call_with_retry
-from sdk.errors import ConfigError, ProviderError
+from agents._retry import ProviderAuthError, RetryConfig, call_with_retry, openai_client
+from sdk.errors import ProviderError
 from sdk.models import Persona
 
 from .feedback_data import FeedbackExample, label_example
@@ -194,15 +194,9 @@ class LLMDataGenerator:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            import openai
-
-            key = self.config.api_key.get_secret_value() if self.config.api_key else None
-            try:
-                self._client = openai.OpenAI(api_key=key, base_url=self.config.base_url, max_retries=0,
-                                             timeout=self.config.timeout_s, http_client=self._http)
-            except openai.OpenAIError:
-                raise ConfigError("no API key for the data generator: pass api_key (CLI --api-key) or set "
-                                  "OPENAI_API_KEY; local servers accept any string such as 'EMPTY'") from None
+            self._client = openai_client(api_key=self.config.api_key, base_url=self.config.base_url,
+                                         timeout_s=self.config.timeout_s, http_client=self._http,
+                                         purpose="the data generator")
         return self._client
 
     def _ask(self, messages: list[dict[str, str]]) -> str:

@@ -29,6 +29,7 @@ from typing import Any, Literal, Optional, TypeVar
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from agents._retry import openai_client
 from evaluators._canvas import ImageInput, image_to_data_url, load_image, methods_canvas, profile_canvas
 from sdk.errors import ConfigError, ProviderError
 
@@ -355,16 +356,10 @@ class VLMJudge:
 
     def _get_client(self) -> Any:
         if self._client is None:
-            import openai
-
             cfg = self.config
-            key = cfg.api_key.get_secret_value() if cfg.api_key is not None else None
-            try:
-                self._client = openai.OpenAI(api_key=key, base_url=cfg.base_url, timeout=cfg.timeout_s,
-                                             max_retries=cfg.max_retries, http_client=self._http_client)
-            except openai.OpenAIError:
-                raise ConfigError("no API key for the judge: pass api_key (CLI --api-key) or set "
-                                  "OPENAI_API_KEY; local servers accept any string such as 'EMPTY'") from None
+            self._client = openai_client(api_key=cfg.api_key, base_url=cfg.base_url, timeout_s=cfg.timeout_s,
+                                         max_retries=cfg.max_retries, http_client=self._http_client,
+                                         purpose="the judge")
         return self._client
 
     def prepare(self, *, persona_id: str, persona_images: Sequence[ImageInput],

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from sdk.errors import ConfigError, ProviderError
+from sdk.errors import ProviderError
 
-from .._retry import RetryConfig, call_with_retry
+from .._retry import RetryConfig, call_with_retry, openai_client
 from .base import GenerationRequest, ImageGenerator
 
 if TYPE_CHECKING:
@@ -87,15 +87,9 @@ class OpenAIImageGenerator(ImageGenerator):
     def _get_client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import openai
-
-                key = self.config.api_key.get_secret_value() if self.config.api_key else None
-                try:
-                    self._client = openai.OpenAI(api_key=key, base_url=self.config.base_url, max_retries=0,
-                                                 timeout=self.config.timeout_s, http_client=self._http)
-                except openai.OpenAIError:
-                    raise ConfigError("no API key for OpenAI images: pass api_key=... or set "
-                                      "OPENAI_API_KEY") from None
+                self._client = openai_client(api_key=self.config.api_key, base_url=self.config.base_url,
+                                             timeout_s=self.config.timeout_s, http_client=self._http,
+                                             purpose="OpenAI images")
             return self._client
 
     def _call(self, request: GenerationRequest) -> Any:

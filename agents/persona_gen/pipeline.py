@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agents._retry import ProviderAuthError, RetryConfig, call_with_retry
-from sdk.errors import ConfigError, PersonaValidationError, ProviderError, VPTTError
+from agents._retry import ProviderAuthError, RetryConfig, call_with_retry, openai_client
+from sdk.errors import PersonaValidationError, ProviderError, VPTTError
 from sdk.models import Persona
 from sdk.personas import parse_persona
 
@@ -173,16 +173,9 @@ class JSONChat:
     def _get_client(self) -> Any:
         with self._lock:
             if self._client is None:
-                import openai
-
-                try:
-                    self._client = openai.OpenAI(api_key=self._secrets[0], base_url=self.config.base_url,
-                                                 timeout=self.config.timeout_s, max_retries=0,
-                                                 http_client=self._http)
-                except openai.OpenAIError:
-                    raise ConfigError("no API key for the chat endpoint: pass --api-key or set "
-                                      "OPENAI_API_KEY; local servers (vLLM) accept any string such as 'EMPTY'"
-                                      ) from None
+                self._client = openai_client(api_key=self.config.api_key, base_url=self.config.base_url,
+                                             timeout_s=self.config.timeout_s, http_client=self._http,
+                                             purpose="the chat endpoint")
             return self._client
 
     def complete(self, messages: list[dict[str, Any]], *, temperature: float, seed: int | None = None) -> str:
