@@ -1,0 +1,141 @@
+"""``vptt bench run`` and ``vptt bench report``.
+
+``register_bench(bench_app)`` adds both commands to the ``bench`` sub-app. Store and embedder settings come
+from the root options (``vptt --chroma-host H --chroma-port P bench run ...``) or ``VPTT_*`` variables.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from .errors import ConfigError, VPTTError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console()
+err = Console(stderr=True)
+DEFAULT_METHODS = "baseline,persona_only,brag,vprag,comb"
+
+
+def _errors(fn: F) -> F:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (VPTTError, FileNotFoundError) as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Any:
+    """The root command's settings when run under ``vptt``, else from ``VPTT_*`` variables."""
+    from .settings import VPTTSettings
+
+    cli = sys.modules.get("sdk.cli")
+    state = getattr(cli, "_state", {}) if cli is not None else {}
+    return state.get("settings") or VPTTSettings()
+
+
+def _pairs(items: list[str], what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{what} takes KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,  # noqa: A002
+                                               help="Persona JSONL to ingest first (idempotent); default: "
+                                                    "the personas already in the store."),
+        out: Path = typer.Option(Path("vptt-bench"), "--out", "-o", help="Output directory (resumable)."),
+        persona: Optional[list[str]] = typer.Option(None, help="Persona id (repeatable; default all)."),
+        task: Optional[list[str]] = typer.Option(None, help="Preset, name=query or name:editing=query "
+                                                 "(repeatable; default: the paper's four tasks)."),
+        methods: str = typer.Option(DEFAULT_METHODS, help="Comma-separated methods."),
+        three_phrase: bool = typer.Option(False, help="The paper's three-phrase budget (Q = 3)."),
+        seed: int = typer.Option(0, help="Run seed; per-row seeds derive from it (sha256)."),
+        backend: str = typer.Option("local", help="local (this process) or ray."),
+        workers: int = typer.Option(2, help="Ray workers (actors, one CPU each)."),
+        address: Optional[str] = typer.Option(None, help="Ray cluster address (ray://HOST:10001 or auto); "
+                                              "default starts a local Ray."),
+        working_dir: Optional[Path] = typer.Option(None, help="Ray runtime_env working_dir (for a cluster)."),
+        shard_size: Optional[int] = typer.Option(None, help="Personas per Ray task."),
+        gpus_per_worker: float = typer.Option(0.0, help="GPUs each Ray worker reserves (image generators)."),
+        generator: Optional[str] = typer.Option(None, help="Image generator: diffusers, openai or "
+                                                "module:factory (default: text only)."),
+        generator_option: list[str] = typer.Option([], help="KEY=VALUE for the generator (repeatable)."),
+        image_metric: list[str] = typer.Option([], help="NAME=module:factory (repeatable)."),
+        judge: Optional[str] = typer.Option(None, help="module:factory returning a judge (e.g. a VLMJudge)."),
+        report: bool = typer.Option(True, help="Write the report (HTML, Markdown, plots) at the end."),
+        progress: bool = typer.Option(True, help="Progress bar with ETA on stderr."),
+        as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON.")) -> None:
+    """Personas x tasks x methods -> rows.jsonl (+ images); continues an interrupted run in --out."""
+    from agents.tasks import PAPER_TABLE3
+    from agents.vprag import VPRAGConfig
+
+    from .bench import BenchRecipe, run_bench
+
+    settings = _settings()
+    recipe = BenchRecipe(settings=settings, generator=generator,
+                         generator_options=_pairs(generator_option, "--generator-option"),
+                         image_metrics=_pairs(image_metric, "--image-metric"), judge=judge)
+    config = VPRAGConfig(tau=settings.tau, per_category_budget=settings.per_category_budget,
+                         three_phrase=three_phrase)
+    result = run_bench(recipe, out, personas=persona or None, tasks=task or PAPER_TABLE3,
+                       methods=[m.strip() for m in methods.split(",") if m.strip()], config=config, seed=seed,
+                       backend=backend, workers=workers, address=address,  # type: ignore[arg-type]
+                       runtime_env={"working_dir": str(working_dir), "excludes": [".venv", ".git", ".vptt"]}
+                       if working_dir else None,
+                       shard_size=shard_size, gpus_per_worker=gpus_per_worker, ingest=input,
+                       progress=progress)
+    html = None
+    if report:
+        from evaluators.bench_report import bench_report
+
+        html = str(bench_report(out).html)
+    if as_json:
+        print(json.dumps({**result.model_dump(), "report": html}, indent=2))
+        return
+    console.print(f"{result.rows_written} rows written ({result.rows_resumed} resumed, "
+                  f"{result.rows_total} in all) for {result.personas_computed} personas in "
+                  f"{result.seconds:.1f} s ({result.rows_per_s} rows/s, backend {result.backend}, "
+                  f"{result.workers} worker(s))")
+    if html:
+        console.print(f"report: {html}")
+
+
+def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A `bench run` directory."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report dir (default RUN/report)."),
+           map_method: str = typer.Option("pca", "--map", help="Persona map projection: pca or tsne."),
+           title: str = typer.Option("VPTT-Bench report", help="Report title."),
+           as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON.")) -> None:
+    """Paper-style tables, plots and a self-contained HTML page for a bench run."""
+    from evaluators.bench_report import bench_report
+
+    rep = bench_report(run_dir, out, map_method=map_method, title=title)  # type: ignore[arg-type]
+    if as_json:
+        print(json.dumps({"html": str(rep.html), "markdown": str(rep.markdown),
+                          "plots": [str(p) for p in rep.plots], "rows": rep.rows, "personas": rep.personas,
+                          "map_method": rep.map_method}, indent=2))
+        return
+    console.print(rep.markdown.read_text())
+    console.print(f"HTML: {rep.html}\nplots: {', '.join(map(str, rep.plots))}")
+
+
+def register_bench(bench_app: typer.Typer) -> None:
+    """Add ``run`` and ``report`` to the ``bench`` sub-app."""
+    bench_app.command("run")(_errors(run))
+    bench_app.command("report")(_errors(report))
