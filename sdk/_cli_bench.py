@@ -16,7 +16,8 @@ from typing import Any, Optional, TypeVar
 import typer
 from rich.console import Console
 
-from .errors import ConfigError, VPTTError
+from .errors import VPTTError
+from ._cliutil import parse_pairs
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -45,16 +46,7 @@ def _settings() -> Any:
 
 
 def _pairs(items: list[str], what: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{what} takes KEY=VALUE, got {item!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+    return parse_pairs(items, what)
 
 
 def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,  # noqa: A002

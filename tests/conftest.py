@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,8 +19,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+import numpy as np  # noqa: E402
+
 from sdk.models import Persona  # noqa: E402
-from stores.embedders import MiniLMEmbedder  # noqa: E402
+from stores.embedders import Embedder, MiniLMEmbedder  # noqa: E402
 from stores.embedding_cache import CachedEmbedder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,6 +39,21 @@ def minilm() -> MiniLMEmbedder:
 def embedder(minilm: MiniLMEmbedder, tmp_path_factory: pytest.TempPathFactory) -> CachedEmbedder:
     """MiniLM behind a session-wide cache so each text is encoded once across all tests."""
     return CachedEmbedder(minilm, tmp_path_factory.mktemp("cache") / "emb.sqlite")
+
+
+class HashEmbedderBase(Embedder):
+    """Deterministic bag-of-words hashing embedder for tests that need no real model (set name, dim)."""
+
+    name, dim = "hash-test", 64
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, t in enumerate(texts):
+            for w in re.findall(r"\w+", t.lower()):
+                h = int(hashlib.md5(w.encode()).hexdigest(), 16)
+                out[i, h % self.dim] += 1.0 if (h >> 8) & 1 else -1.0
+            out[i, 0] += 0.01
+        return out
 
 
 def make_persona(pid: str, captions: list[str], *, elements: dict[str, list[str]] | None = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -28,27 +27,19 @@ from evaluators.feedback_llm import LLMDataConfig, LLMDataGenerator, parse_reply
 from sdk.errors import ConfigError, ModelLoadError
 from sdk.models import Persona
 from sdk.personas import dump_personas
-from stores.embedders import Embedder
+
 from tests.conftest import make_persona
+from .conftest import HashEmbedderBase
 
 BASE = "http://testserver/v1"
 TINY = dict(profile_dim=16, prompt_dim=16, hidden=16, heads=4, ffn=32, head_hidden=(16, 8),
             max_profile_tokens=5)
 
 
-class HashEmbedder(Embedder):
+class HashEmbedder(HashEmbedderBase):
     """Deterministic bag-of-words hashing embedder (fast; no model)."""
 
     name, dim = "hash-feedback", 16
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\w+", t.lower()):
-                h = int(hashlib.md5(w.encode()).hexdigest(), 16)
-                out[i, h % self.dim] += 1.0 if (h >> 8) & 1 else -1.0
-            out[i, 0] += 0.01
-        return out
 
 
 @pytest.fixture(autouse=True)

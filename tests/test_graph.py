@@ -4,7 +4,6 @@ resume, streaming, async, LLM candidates and secrets."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
@@ -29,9 +28,10 @@ from agents.llm_composer import LLMComposer
 from sdk.agent import AgentResult, PersonalizationAgent
 from sdk.errors import ConfigError, EmptyQueryError, ProviderError
 from sdk.personalizer import Personalizer
-from stores.embedders import Embedder
+
 from stores.memory import InMemoryPersonaStore
 from tests.conftest import make_persona
+from .conftest import HashEmbedderBase
 
 BASE = "http://testserver/v1"
 KEY = "sk-GRAPH-SECRET-9090"
@@ -39,19 +39,10 @@ QUERY = "a quiet lake at dawn"
 TEXT_ONLY = ["load_persona", "retrieve", "compose", "text_gate", "result"]
 
 
-class HashEmbedder(Embedder):
+class HashEmbedder(HashEmbedderBase):
     """Deterministic bag-of-words hashing embedder (fast; no model)."""
 
     name, dim = "hash-test", 64
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\w+", t.lower()):
-                h = int(hashlib.md5(w.encode()).hexdigest(), 16)
-                out[i, h % self.dim] += 1.0 if (h >> 8) & 1 else -1.0
-            out[i, 0] += 0.01
-        return out
 
 
 class Scorer:

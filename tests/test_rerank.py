@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,27 +16,19 @@ from evaluators.feedback import FeedbackConfig, FeedbackModel
 from evaluators.feedback_data import profile_tokens, prompt_segments
 from sdk.errors import ConfigError, EmptyQueryError
 from sdk.personalizer import Personalizer
-from stores.embedders import Embedder
+
 from stores.memory import InMemoryPersonaStore
 from stores.records import embed_persona
 from tests.conftest import make_persona
+from .conftest import HashEmbedderBase
 
 QUERY = "a quiet lake at dawn"
 
 
-class HashEmbedder(Embedder):
+class HashEmbedder(HashEmbedderBase):
     """Deterministic bag-of-words hashing embedder (fast; no model)."""
 
     name, dim = "hash-rerank", 32
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        for i, t in enumerate(texts):
-            for w in re.findall(r"\w+", t.lower()):
-                h = int(hashlib.md5(w.encode()).hexdigest(), 16)
-                out[i, h % self.dim] += 1.0 if (h >> 8) & 1 else -1.0
-            out[i, 0] += 0.01
-        return out
 
 
 def tiny_model(**kw: object) -> FeedbackModel:

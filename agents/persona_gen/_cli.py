@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, TypeVar
@@ -16,6 +15,7 @@ import typer
 from rich.console import Console
 
 from sdk.errors import ConfigError, VPTTError
+from sdk._cliutil import parse_pairs
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -41,16 +41,7 @@ def _chat(model: str, base_url: Optional[str], api_key: Optional[str], json_mode
 
 
 def _options(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--render-option takes KEY=VALUE, got {pair!r}")
-        try:
-            out[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.strip()] = value
-    return out
+    return parse_pairs(pairs, "--render-option")
 
 
 def generate(
