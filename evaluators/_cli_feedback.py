@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -12,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 import typer
 
 from sdk.errors import ConfigError, VPTTError
+from sdk._cliutil import cli_errors
 
 if TYPE_CHECKING:
     from evaluators.feedback import EpochStats, FeedbackMetrics
@@ -59,17 +59,6 @@ def plot_loss_curve(history: Sequence[EpochStats], path: str | os.PathLike[str],
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
     return out
-
-
-def _errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (VPTTError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(1) from None
-    return wrapper  # type: ignore[return-value]
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -232,7 +221,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(fb, name="feedback")
 
     @fb.command("data")
-    @_errors
+    @cli_errors
     def data_cmd(
         personas: Path = typer.Option(..., "--personas", help="Persona JSONL."),
         out: Path = typer.Option(..., "--out", help="Labelled examples JSONL to write."),
@@ -260,7 +249,7 @@ def register(app: typer.Typer) -> None:
         _data(personas, out, source, config, splits, strict)
 
     @fb.command("train")
-    @_errors
+    @cli_errors
     def train_cmd(
         data: Path = typer.Option(..., "--data", help="Labelled examples JSONL."),
         personas: Path = typer.Option(..., "--personas", help="Persona JSONL the data was made from."),
@@ -295,7 +284,7 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(str(exc)) from None
 
     @fb.command("eval")
-    @_errors
+    @cli_errors
     def eval_cmd(
         model_dir: Path = typer.Option(..., "--model", help="Model directory from `vptt feedback train`."),
         data: Path = typer.Option(..., "--data", help="Labelled examples JSONL."),

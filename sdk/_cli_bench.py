@@ -6,7 +6,6 @@ from the root options (``vptt --chroma-host H --chroma-port P bench run ...``) o
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -16,24 +15,12 @@ from typing import Any, Optional, TypeVar
 import typer
 from rich.console import Console
 
-from .errors import VPTTError
-from ._cliutil import parse_pairs
+from ._cliutil import cli_errors, parse_pairs
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err = Console(stderr=True)
 DEFAULT_METHODS = "baseline,persona_only,brag,vprag,comb"
-
-
-def _errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (VPTTError, FileNotFoundError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from None
-    return wrapper  # type: ignore[return-value]
 
 
 def _settings() -> Any:
@@ -43,10 +30,6 @@ def _settings() -> Any:
     cli = sys.modules.get("sdk.cli")
     state = getattr(cli, "_state", {}) if cli is not None else {}
     return state.get("settings") or VPTTSettings()
-
-
-def _pairs(items: list[str], what: str) -> dict[str, Any]:
-    return parse_pairs(items, what)
 
 
 def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,  # noqa: A002
@@ -82,8 +65,8 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
 
     settings = _settings()
     recipe = BenchRecipe(settings=settings, generator=generator,
-                         generator_options=_pairs(generator_option, "--generator-option"),
-                         image_metrics=_pairs(image_metric, "--image-metric"), judge=judge)
+                         generator_options=parse_pairs(generator_option, "--generator-option"),
+                         image_metrics=parse_pairs(image_metric, "--image-metric"), judge=judge)
     config = VPRAGConfig(tau=settings.tau, per_category_budget=settings.per_category_budget,
                          three_phrase=three_phrase)
     result = run_bench(recipe, out, personas=persona or None, tasks=task or PAPER_TABLE3,
@@ -129,5 +112,5 @@ def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, hel
 
 def register_bench(bench_app: typer.Typer) -> None:
     """Add ``run`` and ``report`` to the ``bench`` sub-app."""
-    bench_app.command("run")(_errors(run))
-    bench_app.command("report")(_errors(report))
+    bench_app.command("run")(cli_errors(run))
+    bench_app.command("report")(cli_errors(report))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class ResultLog:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[Key] = set()
         self.repaired_bytes = 0
+        self._lock = threading.Lock()
         self._load()
 
     def _load(self) -> None:
@@ -58,17 +60,18 @@ class ResultLog:
             return [json.loads(line) for line in fh if line.strip()]
 
     def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Append rows whose key is new (one write, flushed and fsync'ed). Returns how many were written."""
-        fresh = []
-        for row in rows:
-            k = self.key(row)
-            if k not in self.done:
-                fresh.append(row)
-                self.done.add(k)
-        if fresh:
-            blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh).encode("utf-8")
-            with open(self.path, "ab") as fh:
-                fh.write(blob)
-                fh.flush()
-                os.fsync(fh.fileno())
-        return len(fresh)
+        """Append rows whose key is new (one write, flushed and fsync'ed; thread-safe). Returns the count."""
+        with self._lock:
+            fresh = []
+            for row in rows:
+                k = self.key(row)
+                if k not in self.done:
+                    fresh.append(row)
+                    self.done.add(k)
+            if fresh:
+                blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in fresh).encode("utf-8")
+                with open(self.path, "ab") as fh:
+                    fh.write(blob)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            return len(fresh)

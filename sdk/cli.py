@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import json
 from collections.abc import Callable
@@ -13,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import PersonaValidationError, VPTTError
+from ._cliutil import cli_errors
 from .settings import VPTTSettings
 
 app = typer.Typer(help="vptt: persona-aware visual personalization (VPRAG, VPTT score, evaluators).",
@@ -31,20 +30,6 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 _state: dict[str, Any] = {}
 SAMPLE_FILE = Path(__file__).resolve().parent.parent / "examples" / "data" / "personas.jsonl"
-
-
-def _handle_errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except PersonaValidationError as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
-        except (VPTTError, FileNotFoundError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from None
-    return wrapper  # type: ignore[return-value]
 
 
 @app.callback()
@@ -71,7 +56,7 @@ def _personalizer() -> Any:
 
 
 @app.command()
-@_handle_errors
+@cli_errors
 def ingest(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Persona JSONL file."),
            on_error: str = typer.Option("raise", help="raise: stop at the first bad line; skip: load the rest.")) -> None:
     """Validate FILE and upsert its personas (idempotent: re-ingesting changes nothing)."""
@@ -83,7 +68,7 @@ def ingest(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="P
 
 
 @personas_app.command("list")
-@_handle_errors
+@cli_errors
 def personas_list(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """List stored persona ids."""
     store = _personalizer().store
@@ -102,7 +87,7 @@ def personas_list(as_json: bool = typer.Option(False, "--json", help="Print JSON
 
 
 @personas_app.command("show")
-@_handle_errors
+@cli_errors
 def personas_show(persona_id: str, as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Show one persona."""
     p = _personalizer().store.get(persona_id)
@@ -115,7 +100,7 @@ def personas_show(persona_id: str, as_json: bool = typer.Option(False, "--json",
 
 
 @personas_app.command("delete")
-@_handle_errors
+@cli_errors
 def personas_delete(persona_id: str) -> None:
     """Delete one persona and everything stored for it."""
     if not _personalizer().store.delete(persona_id):
@@ -186,7 +171,7 @@ def _print_agent_result(result: Any, as_json: bool, trace: bool) -> None:
 
 
 @app.command()
-@_handle_errors
+@cli_errors
 def personalize(persona_id: str, query: str,
                 method: str = typer.Option("vprag", help="baseline, persona_only, brag, vprag or comb."),
                 as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
@@ -228,7 +213,7 @@ def personalize(persona_id: str, query: str,
 
 
 @app.command()
-@_handle_errors
+@cli_errors
 def resume(thread_id: str, checkpoint: Path = typer.Option(..., exists=True, help="SQLite checkpoint file."),
            as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
            generator: str = typer.Option("none", help="Generator of the interrupted run."),
@@ -242,7 +227,7 @@ def resume(thread_id: str, checkpoint: Path = typer.Option(..., exists=True, hel
 
 
 @app.command()
-@_handle_errors
+@cli_errors
 def evaluate(out: Path = typer.Option(Path("vptt-eval"), help="Output directory (resumable)."),
              persona: Optional[list[str]] = typer.Option(None, help="Persona id (repeatable; default all)."),
              task: Optional[list[str]] = typer.Option(None, help="Preset name, name=query or name:editing=query "
@@ -278,7 +263,7 @@ DEMO_QUERIES = [
 
 
 @app.command()
-@_handle_errors
+@cli_errors
 def demo(file: Path = typer.Option(SAMPLE_FILE, help="Persona JSONL to ingest."),
          methods: str = typer.Option("baseline,brag,vprag", help="Comma-separated methods to compare.")) -> None:
     """Ingest the bundled sample personas and personalize a few queries, with traces. Offline."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ class EvaluationRun(BaseModel):
 
 def persona_rows(pz: Personalizer, scorer: Any, mem: EmbeddedPersona, tasks: Sequence[Task],
                  methods: Sequence[str], query_embs: dict[str, np.ndarray], config: VPRAGConfig,
-                 skip: set[tuple[str, ...]] = frozenset()) -> list[dict[str, Any]]:  # type: ignore[assignment]
+                 skip: Collection[tuple[str, ...]] = ()) -> list[dict[str, Any]]:
     """Personalize and score every (task, method) of one persona that is not in ``skip``."""
     from evaluators.vptt_score import PersonaEmbeddings
 

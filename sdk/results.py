@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from agents.trace import RetrievalTrace
-from sdk.errors import FieldProblem
 
 
 class PersonalizationResult(BaseModel):
@@ -44,7 +43,3 @@ class IngestReport(BaseModel):
     unchanged: list[str] = Field(default_factory=list)
     texts_embedded: int = 0
     skipped: list[str] = Field(default_factory=list)
-
-    @classmethod
-    def problem_text(cls, problems: list[FieldProblem]) -> list[str]:
-        return [str(p) for p in problems]

@@ -12,7 +12,7 @@ import json
 import threading
 from abc import ABC, abstractmethod
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -87,6 +87,10 @@ class PersonaStore(ABC):
     @abstractmethod
     def _read_items(self, persona_id: str) -> list[Item]:
         """Every stored item of this persona (possibly including superseded versions)."""
+
+    def _read_item_versions(self, persona_id: str) -> list[tuple[str, str, str]]:
+        """``(item id, post_id, post_hash)`` of every stored item; backends may skip loading embeddings."""
+        return [(it.id, it.post_id, it.post_hash) for it in self._read_items(persona_id)]
 
     @abstractmethod
     def _write(self, entry: IndexEntry, add: list[Item], stale: list[str]) -> None:
@@ -261,20 +265,9 @@ class PersonaStore(ABC):
                            self.embedder.name)
         stale: list[str] = []
         if plan.old is not None:
-            stale = [it.id for it in self._read_items(persona.persona_id)
-                     if new_hashes.get(it.post_id) != it.post_hash]
+            stale = [item_id for item_id, post_id, post_hash in self._read_item_versions(persona.persona_id)
+                     if new_hashes.get(post_id) != post_hash]
         self.invalidate(persona.persona_id)
         self._write(entry, add, stale)
         self.invalidate(persona.persona_id)
 
-
-def iter_batches(seq: Iterable[Persona], n: int) -> Iterable[list[Persona]]:
-    """Chunks of ``n`` personas (for ingesting a large file with bounded memory)."""
-    batch: list[Persona] = []
-    for p in seq:
-        batch.append(p)
-        if len(batch) == n:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

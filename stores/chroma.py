@@ -103,6 +103,10 @@ class ChromaPersonaStore(PersonaStore):
                      text=doc, embedding=embs[k], category=str(m["category"]), position=int(m["position"]))
                 for k, (i, doc, m) in enumerate(zip(got["ids"], got["documents"], got["metadatas"]))]
 
+    def _read_item_versions(self, persona_id: str) -> list[tuple[str, str, str]]:
+        got = self._collection(self._persona_collection_name(persona_id)).get(include=["metadatas"])
+        return [(i, str(m["post_id"]), str(m["post_hash"])) for i, m in zip(got["ids"], got["metadatas"])]
+
     def _write(self, entry: IndexEntry, add: list[Item], stale: list[str]) -> None:
         col = self._collection(self._persona_collection_name(entry.persona_id))
         for start in range(0, len(add), _MAX_BATCH):

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, TypeVar
@@ -14,8 +13,8 @@ from typing import Any, Optional, TypeVar
 import typer
 from rich.console import Console
 
-from sdk.errors import ConfigError, VPTTError
-from sdk._cliutil import parse_pairs
+from sdk.errors import ConfigError
+from sdk._cliutil import cli_errors, parse_pairs
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -23,25 +22,10 @@ err = Console(stderr=True)
 _KEY_ENV = ["VPTT_LLM_API_KEY", "OPENAI_API_KEY"]
 
 
-def _errors(fn: F) -> F:
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (VPTTError, FileNotFoundError) as exc:
-            err.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(1) from None
-    return wrapper  # type: ignore[return-value]
-
-
 def _chat(model: str, base_url: Optional[str], api_key: Optional[str], json_mode: bool = True) -> Any:
     from .pipeline import JSONChat, LLMConfig
 
     return JSONChat(LLMConfig(model=model, base_url=base_url, api_key=api_key, json_mode=json_mode))
-
-
-def _options(pairs: list[str]) -> dict[str, Any]:
-    return parse_pairs(pairs, "--render-option")
 
 
 def generate(
@@ -97,7 +81,7 @@ def generate(
     if render != "none":
         from agents.generators import build_generator
 
-        generator = build_generator(render, **_options(render_option or []))
+        generator = build_generator(render, **parse_pairs(render_option or [], "--render-option"))
     rep = generate_personas(texts, out, chat=_chat(model, base_url, api_key, json_mode), config=cfg,
                             indices=indices, workers=workers, report_path=report, progress=progress,
                             generator=generator, render_dir=str(render_dir or out.parent / "images"),
@@ -121,7 +105,7 @@ def _default_personalizer() -> Any:
 
 def register_bench(bench_app: typer.Typer) -> None:
     """Add ``generate`` to the ``bench`` sub-app."""
-    bench_app.command("generate")(_errors(generate))
+    bench_app.command("generate")(cli_errors(generate))
 
 
 def register_root(app: typer.Typer, get_personalizer: Callable[[], Any] | None = None) -> None:
@@ -130,7 +114,7 @@ def register_root(app: typer.Typer, get_personalizer: Callable[[], Any] | None =
     factory = get_personalizer or _default_personalizer
 
     @app.command("ingest-photos")
-    @_errors
+    @cli_errors
     def ingest_photos_cmd(
         directory: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder of your photos."),
         persona: str = typer.Option(..., "--persona", help="Persona id to build or extend."),

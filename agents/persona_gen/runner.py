@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from sdk._resultlog import ResultLog
 from sdk.errors import ConfigError
 from sdk.models import Persona
 
@@ -124,56 +125,28 @@ def select_seeds(n_seeds: int, count: int | None = None, *, offset: int = 0,
     return list(taken)
 
 
+def _persona_key(row: Any) -> tuple[str, ...]:
+    return (str(row["persona_id"]),)
+
+
 def existing_ids(path: str | os.PathLike[str]) -> set[str]:
     """Persona ids already in a JSONL output. A torn last line (a crash mid-write) is cut off the file.
 
     Raises:
-        ConfigError: a line other than the last is not a persona record (the line is named).
+        ValueError: a line other than the last is not a persona record (the line is named).
     """
-    p = Path(path)
-    if not p.exists():
-        return set()
-    ids: set[str] = set()
-    good_end, lineno, torn = 0, 0, False
-    with open(p, "rb") as fh:
-        while raw := fh.readline():
-            lineno += 1
-            try:
-                if raw.strip():
-                    ids.add(str(json.loads(raw)["persona_id"]))
-            except (ValueError, KeyError, TypeError):
-                if raw.endswith(b"\n") or fh.read(1):
-                    raise ConfigError(f"{p}:{lineno}: not a persona record; fix or remove this line, then "
-                                      "resume") from None
-                torn = True
-                break
-            good_end += len(raw)
-    if torn:
-        with open(p, "r+b") as fh:
-            fh.truncate(good_end)
-    return ids
+    return {k[0] for k in ResultLog(path, _persona_key).done}
 
 
 class PersonaWriter:
-    """Appends personas to a JSONL file, one ``write`` + flush + fsync per line, thread-safe."""
+    """Appends personas to a JSONL file (one fsync'ed write per persona, thread-safe, torn lines repaired)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb") as fh:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    with open(self.path, "ab") as out:
-                        out.write(b"\n")
+        self._log = ResultLog(path, _persona_key)
+        self.path = self._log.path
 
     def write(self, persona: Persona) -> None:
-        line = (json.dumps(persona.model_dump(mode="json"), ensure_ascii=False) + "\n").encode("utf-8")
-        with self._lock, open(self.path, "ab") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
+        self._log.append([persona.model_dump(mode="json")])
 
 
 def _record(report: GenerationReport, outcome: PersonaOutcome) -> None:
