@@ -25,10 +25,11 @@ test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 test-slow: $(STAMP)
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow
+	# exit code 5 means no test is marked slow: not a failure
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m slow; rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_personalize.py
 
 clean:
-	rm -rf $(VENV) .vptt build *.egg-info
+	rm -rf $(VENV) build *.egg-info

@@ -1,1 +1,1 @@
-"""agents package."""
+"""VPRAG, the baselines, composers, image generators and the LangGraph agent (uses stores and evaluators)."""

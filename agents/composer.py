@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from sdk.models import Persona
-
-from .tokens import count_tokens, tokenizer_name, truncate_to_tokens
-from .trace import CompositionTrace, RetrievalTrace
+from vptt.agents.tokens import count_tokens, tokenizer_name, truncate_to_tokens
+from vptt.agents.trace import CompositionTrace, RetrievalTrace
+from vptt.core.models import Persona
 
 
 class Composer(Protocol):

@@ -26,10 +26,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from sdk.errors import ConfigError
-from stores.records import EmbeddedPersona
-
-from .trace import RetrievalTrace
+from vptt.agents.trace import RetrievalTrace
+from vptt.core.errors import ConfigError
+from vptt.stores.records import EmbeddedPersona
 
 
 # --------------------------------------------------------------------------- text gate
@@ -53,7 +52,7 @@ class VPTTTextScorer:
     def __init__(self, embedder: Any, *, variant: Literal["score", "score_c"] = "score") -> None:
         if variant not in ("score", "score_c"):
             raise ConfigError(f"variant must be 'score' or 'score_c', got {variant!r}")
-        from evaluators.vptt_score import VPTTScorer
+        from vptt.evaluators.vptt_score import VPTTScorer
 
         self._scorer = VPTTScorer(embedder)
         self.variant = variant
@@ -64,7 +63,7 @@ class VPTTTextScorer:
 
     def explain(self, persona: EmbeddedPersona, prompt: str) -> tuple[float, dict[str, float]]:
         """The score and its terms (PA, GS, CP, NV)."""
-        from evaluators.vptt_score import PersonaEmbeddings
+        from vptt.evaluators.vptt_score import PersonaEmbeddings
 
         pe = PersonaEmbeddings(persona.persona_id, persona.card_emb, persona.caption_embs, persona.captions)
         s = self._scorer.score(pe, prompt)
@@ -287,7 +286,7 @@ class MaskedSimilarityEvaluator:
         if metric not in ("cp", "pf"):
             raise ConfigError(f"metric must be 'cp' or 'pf', got {metric!r}")
         if isinstance(scorer, (str, os.PathLike)):
-            from evaluators.masked_similarity import MaskedSimilarity
+            from vptt.evaluators.masked_similarity import MaskedSimilarity
 
             scorer = MaskedSimilarity(scorer, **scorer_kwargs)
         self.scorer, self.reference, self.reference_mask = scorer, reference, reference_mask
@@ -319,7 +318,7 @@ class VLMJudgeEvaluator:
                  persona_images: Sequence[Any] | None = None, task: str | None = None,
                  name: str = "vlm_judge", http_client: Any = None, anchor: Image.Image | None = None) -> None:
         if judge is None:
-            from evaluators.vlm_judge import VLMJudge
+            from vptt.evaluators.vlm_judge import VLMJudge
 
             judge = VLMJudge(config, http_client=http_client)
         self.judge, self.persona_images, self.task = judge, persona_images, task

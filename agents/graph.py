@@ -18,30 +18,42 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Annotated, Any, TypedDict
 
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from PIL import Image
 
-from sdk.errors import NoPostsError
-from stores.records import EmbeddedPersona
-
-from ._retry import RunTimeoutError
-from .composer import Composer
-from .gates import (Candidate, CandidateSpec, GateDecision, ImageEvaluator, ImageGateConfig, ImageGateContext,
-                    ImageRecord, TextGateConfig, TextScorer, best_candidate, candidate_specs, image_verdict,
-                    run_image_checks, subset_trace)
-from .generators.base import GenerationRequest, ImageGenerator, save_png
-from .methods import CAPTION_METHODS, get_method
-from .trace import RetrievalTrace
-from .vprag import VPRAGConfig
+from vptt.agents.composer import Composer
+from vptt.agents.gates import (
+    Candidate,
+    CandidateSpec,
+    GateDecision,
+    ImageEvaluator,
+    ImageGateConfig,
+    ImageGateContext,
+    ImageRecord,
+    TextGateConfig,
+    TextScorer,
+    best_candidate,
+    candidate_specs,
+    image_verdict,
+    run_image_checks,
+    subset_trace,
+)
+from vptt.agents.generators.base import GenerationRequest, ImageGenerator, save_png
+from vptt.agents.methods import CAPTION_METHODS, get_method
+from vptt.agents.results import Status
+from vptt.agents.trace import RetrievalTrace
+from vptt.agents.vprag import VPRAGConfig
+from vptt.core.errors import NoPostsError
+from vptt.core.providers import RunTimeoutError
+from vptt.stores.records import EmbeddedPersona
 
 if TYPE_CHECKING:
-    from sdk.models import Persona
-    from sdk.personalizer import Personalizer
+    from vptt.agents.personalizer import Personalizer
+    from vptt.core.models import Persona
 
-Status = Literal["deferred", "rejected", "completed", "image_rejected"]
 NODES = ("load_persona", "retrieve", "compose", "text_gate", "generate", "image_gate", "result")
 """Nodes of the default graph, in pipeline order; ``rerank`` sits between ``retrieve`` and ``compose`` when the
 agent has a feedback re-ranker."""
@@ -189,7 +201,7 @@ def rerank(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     Only in graphs built with ``rerank=True``. The chosen candidate's trace replaces the retrieval's, so
     ``compose`` composes the re-ranked prompt; every candidate and its predicted score are recorded.
     """
-    from agents.rerank import candidate_prompts
+    from vptt.agents.rerank import candidate_prompts
 
     ctx = runtime.context
     ctx.check_deadline("rerank")

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from sdk.errors import ConfigError, ProviderError
-from sdk.models import Persona
-
-from ._retry import RetryConfig, acall_with_retry, call_with_retry
-from .tokens import count_tokens, tokenizer_name
-from .trace import CompositionTrace, RetrievalTrace
+from vptt.agents.tokens import count_tokens, tokenizer_name
+from vptt.agents.trace import CompositionTrace, RetrievalTrace
+from vptt.core.errors import ConfigError, ProviderError
+from vptt.core.models import Persona
+from vptt.core.providers import RetryConfig, acall_with_retry, call_with_retry
 
 if TYPE_CHECKING:
     import httpx

@@ -16,12 +16,11 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from sdk.errors import ConfigError
-from sdk.models import Persona
-from stores.records import EmbeddedPersona
-
-from .trace import ChosenPost, ElementChoice, RetrievalTrace
-from .vprag import VPRAGConfig, cosine_scores, retrieve, top_k_posts
+from vptt.agents.trace import ChosenPost, ElementChoice, RetrievalTrace
+from vptt.agents.vprag import VPRAGConfig, cosine_scores, retrieve, top_k_posts
+from vptt.core.errors import ConfigError
+from vptt.core.models import Persona
+from vptt.stores.records import EmbeddedPersona
 
 MethodFn = Callable[[np.ndarray, EmbeddedPersona, Mapping[str, np.ndarray], VPRAGConfig], RetrievalTrace]
 

@@ -36,21 +36,19 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, Field
 
-from evaluators.feedback_data import profile_tokens, prompt_segments
-from sdk.errors import ConfigError, EmptyQueryError
-from stores.records import EmbeddedPersona
-
-from .methods import get_method
-from .trace import RetrievalTrace
-from .vprag import VPRAGConfig
+from vptt.agents.methods import get_method
+from vptt.agents.trace import RetrievalTrace
+from vptt.agents.vprag import VPRAGConfig
+from vptt.core.errors import ConfigError, EmptyQueryError
+from vptt.evaluators.feedback_data import profile_tokens, prompt_segments
+from vptt.stores.records import EmbeddedPersona
 
 if TYPE_CHECKING:
-    from evaluators.feedback import FeedbackModel
-    from sdk.models import Persona
-    from sdk.personalizer import Personalizer
-    from stores.embedders import Embedder
-
-    from .composer import Composer
+    from vptt.agents.composer import Composer
+    from vptt.agents.personalizer import Personalizer
+    from vptt.core.models import Persona
+    from vptt.evaluators.feedback import FeedbackModel
+    from vptt.stores.embedders import Embedder
 
 TAU_GRID: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)
 BUDGET_GRID: tuple[int, ...] = (1, 2, 3, 4)
@@ -189,7 +187,7 @@ class FeedbackReranker:
     def load(cls, directory: str | os.PathLike[str], embedder: Embedder, *,
              strict_embedder: bool = True) -> FeedbackReranker:
         """Load a model saved by ``vptt feedback train`` (imports torch)."""
-        from evaluators.feedback import FeedbackModel
+        from vptt.evaluators.feedback import FeedbackModel
 
         return cls(FeedbackModel.load(directory), embedder, strict_embedder=strict_embedder)
 

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
 
 
 class Task(BaseModel):

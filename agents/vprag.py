@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sdk.errors import ConfigError
-from stores.records import EmbeddedPersona
-
-from .trace import CategoryStep, ChosenPost, ElementChoice, RetrievalTrace
+from vptt.agents.trace import CategoryStep, ChosenPost, ElementChoice, RetrievalTrace
+from vptt.core.errors import ConfigError
+from vptt.stores.records import EmbeddedPersona
 
 _EPS = 1e-9  # guards floor() against round-off (exp(log 3) = 2.9999999999999996)
 

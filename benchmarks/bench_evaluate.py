@@ -24,12 +24,12 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    from evaluators.vptt_score import PersonaEmbeddings, VPTTScorer, score_prepared
-    from sdk import Personalizer, load_personas
-    from sdk.evaluate import evaluate
-    from stores.embedders import MiniLMEmbedder
-    from stores.embedding_cache import CachedEmbedder
-    from stores.memory import InMemoryPersonaStore
+    from vptt import Personalizer, load_personas
+    from vptt.evaluators.vptt_score import PersonaEmbeddings, VPTTScorer, score_prepared
+    from vptt.sdk.evaluate import evaluate
+    from vptt.stores.embedders import MiniLMEmbedder
+    from vptt.stores.embedding_cache import CachedEmbedder
+    from vptt.stores.memory import InMemoryPersonaStore
 
     tmp = Path(tempfile.mkdtemp(prefix="vptt-bench-eval-"))
     minilm = MiniLMEmbedder()

@@ -25,8 +25,8 @@ import time
 import numpy as np
 import torch
 
-from evaluators.feedback import FeedbackConfig, FeedbackModel, torch_threads, train_feedback
-from evaluators.feedback_data import synthetic_arrays
+from vptt.evaluators.feedback import FeedbackConfig, FeedbackModel, torch_threads, train_feedback
+from vptt.evaluators.feedback_data import synthetic_arrays
 
 
 def bench_training(tokens: int, epochs: int, threads: int | None) -> tuple[float, int]:
@@ -56,11 +56,11 @@ def bench_model_latency(tokens: int, m: int, threads: int | None, repeats: int =
 
 def bench_end_to_end(m: int, repeats: int = 5) -> tuple[float, float, int]:
     """(sampling ms, embedding + scoring ms) per candidate, and the candidate count, for one query."""
-    from agents.rerank import FeedbackReranker, candidate_prompts
-    from sdk.personalizer import Personalizer
-    from sdk.personas import load_personas
-    from stores.embedders import MiniLMEmbedder
-    from stores.memory import InMemoryPersonaStore
+    from vptt.agents.personalizer import Personalizer
+    from vptt.agents.rerank import FeedbackReranker, candidate_prompts
+    from vptt.core.personas import load_personas
+    from vptt.stores.embedders import MiniLMEmbedder
+    from vptt.stores.memory import InMemoryPersonaStore
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     persona = load_personas(os.path.join(root, "examples", "data", "personas.jsonl"))[0]
@@ -97,11 +97,11 @@ def bench_quality(posts_per_persona: int = 4, seeds: int = 1) -> None:
     each is cut into personas of ``posts_per_persona`` posts (summary and demographics dropped, so siblings
     share no card text); labels come from the offline synthetic recipe.
     """
-    from evaluators.feedback import evaluate, val_test_gap
-    from evaluators.feedback_data import featurize, split_arrays, synthetic_examples, with_splits
-    from sdk.models import Persona
-    from sdk.personas import load_personas
-    from stores.embedders import MiniLMEmbedder
+    from vptt.core.models import Persona
+    from vptt.core.personas import load_personas
+    from vptt.evaluators.feedback import evaluate, val_test_gap
+    from vptt.evaluators.feedback_data import featurize, split_arrays, synthetic_examples, with_splits
+    from vptt.stores.embedders import MiniLMEmbedder
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     k = posts_per_persona

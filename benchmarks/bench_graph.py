@@ -66,9 +66,9 @@ def main() -> None:
 
 
 def _run(args: argparse.Namespace, tmp: str) -> None:
-    from sdk import InMemoryPersonaStore, MiniLMEmbedder, Personalizer, load_personas
-    from sdk.agent import PersonalizationAgent
-    from stores.embedding_cache import CachedEmbedder
+    from vptt import InMemoryPersonaStore, MiniLMEmbedder, Personalizer, load_personas
+    from vptt.sdk.agent import PersonalizationAgent
+    from vptt.stores.embedding_cache import CachedEmbedder
 
     personas = list(load_personas(SAMPLE))[: args.personas]
     pids = [p.persona_id for p in personas]

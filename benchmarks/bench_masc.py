@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from evaluators.masked_similarity import MaskedPair, MaskedSimilarity  # noqa: E402
 from tests.tiny_siglip import save_tiny  # noqa: E402
+from vptt.evaluators.masked_similarity import MaskedPair, MaskedSimilarity  # noqa: E402
 
 
 def _image(rng: np.random.Generator, h: int, w: int) -> Image.Image:

@@ -48,10 +48,10 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    from sdk import Personalizer, load_personas
-    from stores.chroma import ChromaPersonaStore
-    from stores.embedders import MiniLMEmbedder
-    from stores.embedding_cache import CachedEmbedder
+    from vptt import Personalizer, load_personas
+    from vptt.stores.chroma import ChromaPersonaStore
+    from vptt.stores.embedders import MiniLMEmbedder
+    from vptt.stores.embedding_cache import CachedEmbedder
 
     sample = list(load_personas(SAMPLE))
     minilm = MiniLMEmbedder()
@@ -60,7 +60,7 @@ def main() -> None:
     tmp.mkdir(parents=True, exist_ok=True)
 
     # -- ingest throughput vs raw encode rate (sample set, nothing cached) --------------------------------------
-    from stores.records import texts_to_embed
+    from vptt.stores.records import texts_to_embed
 
     texts = list(dict.fromkeys(t for p in sample for t in texts_to_embed(p)))
     t0 = time.perf_counter()

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _timed_run(recipe, out: Path, **kwargs):  # type: ignore[no-untyped-def]
-    from sdk.bench import run_bench
+    from vptt.sdk.bench import run_bench
 
     stamps: list[float] = []
     t0 = time.perf_counter()
@@ -83,12 +83,12 @@ def inside(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_personalize import SAMPLE, resample
 
-    from sdk import VPTTSettings, load_personas
-    from sdk._ray_backend import ChromaServer, init_ray
-    from sdk.bench import BenchRecipe
-    from stores.chroma import ChromaPersonaStore
-    from stores.embedders import MiniLMEmbedder
-    from stores.embedding_cache import CachedEmbedder
+    from vptt import VPTTSettings, load_personas
+    from vptt.sdk._ray_backend import ChromaServer, init_ray
+    from vptt.sdk.bench import BenchRecipe
+    from vptt.stores.chroma import ChromaPersonaStore
+    from vptt.stores.embedders import MiniLMEmbedder
+    from vptt.stores.embedding_cache import CachedEmbedder
 
     tmp = Path(tempfile.mkdtemp(prefix="vptt-bench-ray-"))
     personas = resample(list(load_personas(SAMPLE))[: args.base], args.personas)
@@ -161,7 +161,7 @@ def main() -> None:
     if args.inside:
         inside(args)
         return
-    from sdk._ray_backend import isolated_argv, isolation_available
+    from vptt.sdk._ray_backend import isolated_argv, isolation_available
 
     ok, why = isolation_available()
     if not ok:

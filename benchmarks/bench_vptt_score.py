@@ -93,7 +93,7 @@ class MiniLM:
 
 
 def bench_math(rng: np.random.Generator, n_personas: int, n_prompts: int) -> None:
-    from evaluators.vptt_score import prepare_persona, score_prepared, vptt_score
+    from vptt.evaluators.vptt_score import prepare_persona, score_prepared, vptt_score
 
     personas = [make_persona(rng) for _ in range(n_personas)]
     embs = [(unit_rows(rng, 1)[0], unit_rows(rng, 30)) for _ in personas]
@@ -134,7 +134,7 @@ def bench_math(rng: np.random.Generator, n_personas: int, n_prompts: int) -> Non
 def bench_end_to_end(rng: np.random.Generator, n_prompts: int, lo: int, hi: int) -> None:
     import torch
 
-    from evaluators.vptt_score import PersonaEmbeddings, VPTTScorer, score_prepared
+    from vptt.evaluators.vptt_score import PersonaEmbeddings, VPTTScorer, score_prepared
 
     t0 = time.perf_counter()
     model = MiniLM(batch_size=64)

@@ -21,7 +21,7 @@ from typing import Union
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
 
 ImageInput = Union[str, Path, Image.Image]
 """An image given as a path or as a PIL image."""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import numpy as np
 
-from sdk.errors import ConfigError, ModelLoadError
+from vptt.core.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:
     import torch

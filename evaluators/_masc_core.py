@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,7 @@ from itertools import chain
 import numpy as np
 from scipy import sparse
 
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
 
 _TOKEN = re.compile(r"[\w']+")
 # ASCII fast path of _TOKEN: bytes other than [A-Za-z0-9_'] become spaces (\w on ASCII is [A-Za-z0-9_])

@@ -30,10 +30,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sdk.errors import ConfigError
-
-from .report import _label, _order, markdown_report, paired_scores, write_plots
-from .stats import cohens_d, spearman_rho
+from vptt.core.errors import ConfigError
+from vptt.evaluators.report import _label, _order, markdown_report, paired_scores, write_plots
+from vptt.evaluators.stats import cohens_d, spearman_rho
 
 __all__ = ["BenchReport", "PersonaTable", "bench_report", "cohens_d_matrix", "embed_2d", "load_persona_table",
            "load_rows", "markdown_to_html", "pca_2d"]
@@ -82,7 +81,7 @@ def load_persona_table(run_dir: str | Path) -> PersonaTable | None:
                             z["caption_mean"])
     if not (run / "personas.jsonl").exists():
         return None
-    from sdk.bench import decode_vector
+    from vptt.core.vectors import decode_vector
 
     text = (run / "personas.jsonl").read_bytes()
     recs = [json.loads(x) for x in text[: text.rfind(b"\n") + 1].splitlines() if x.strip()]

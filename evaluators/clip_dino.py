@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
-from evaluators._image_encoders import (
+from vptt.core.errors import ConfigError
+from vptt.evaluators._image_encoders import (
     DUAL_ENCODERS,
     EncoderInfo,
     EncoderSpec,
@@ -43,7 +44,6 @@ from evaluators._image_encoders import (
     load_image_encoder,
     to_jsonable,
 )
-from sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch

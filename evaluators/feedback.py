@@ -59,9 +59,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from sdk.errors import ConfigError, ModelLoadError
-
-from .feedback_data import BIN_NAMES, FeedbackArrays, score_bins
+from vptt.core.errors import ConfigError, ModelLoadError
+from vptt.evaluators.feedback_data import BIN_NAMES, FeedbackArrays, score_bins
 
 FORMAT = "vptt-feedback"
 FORMAT_VERSION = 1

@@ -41,9 +41,9 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sdk.errors import ConfigError
-from sdk.models import Persona
-from stores.embedders import Embedder
+from vptt.core.errors import ConfigError
+from vptt.core.models import Persona
+from vptt.stores.embedders import Embedder
 
 Label = Literal["aligned", "neutral", "misaligned"]
 Split = Literal["train", "val", "test"]

@@ -26,11 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agents._retry import ProviderAuthError, RetryConfig, call_with_retry, openai_client
-from sdk.errors import ProviderError
-from sdk.models import Persona
-
-from .feedback_data import FeedbackExample, label_example
+from vptt.core.errors import ProviderError
+from vptt.core.models import Persona
+from vptt.core.providers import ProviderAuthError, RetryConfig, call_with_retry, openai_client
+from vptt.evaluators.feedback_data import FeedbackExample, label_example
 
 if TYPE_CHECKING:
     import httpx

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any, Literal, Union
 
 import numpy as np
 
-from evaluators._image_encoders import (
+from vptt.core.errors import ConfigError
+from vptt.evaluators._image_encoders import (
     EncoderInfo,
     EncoderSpec,
     as_image_encoder,
@@ -49,7 +50,6 @@ from evaluators._image_encoders import (
     encode,
     to_jsonable,
 )
-from sdk.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -85,14 +85,14 @@ class LabelledImage:
 
     def load(self) -> Image.Image:
         """The image as RGB PIL."""
-        from evaluators._canvas import load_image
+        from vptt.evaluators._canvas import load_image
 
         return load_image(self.image)
 
 
 def pixel_digest(image: ImageLike) -> str:
     """SHA-1 of the decoded RGB pixels and size: equal for byte-different files holding the same image."""
-    from evaluators._canvas import load_image
+    from vptt.evaluators._canvas import load_image
 
     rgb = load_image(image)
     return hashlib.sha1(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
@@ -384,7 +384,7 @@ class FinerPersonalizationRank:
 
 def scan_labelled_dir(root: str | Path) -> list[LabelledImage]:
     """Labelled images from ``root/<identity>/*`` (group ``"all"``) or ``root/<group>/<identity>/*``."""
-    from evaluators._canvas import list_images
+    from vptt.evaluators._canvas import list_images
 
     base = Path(root)
     if not base.is_dir():

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evaluators import _masc_core as core
-from sdk.errors import ConfigError, ModelLoadError
+from vptt.core.errors import ConfigError, ModelLoadError
+from vptt.evaluators import _masc_core as core
 
 PAPER_MODEL_ID = "google/siglip2-so400m-patch16-naflex"
 """The paper's backbone (never loaded unless you pass it)."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .stats import summarize_methods
+from vptt.evaluators.stats import summarize_methods
 
 METHOD_ORDER = ("baseline", "persona_only", "brag", "vprag", "comb")
 METHOD_LABEL = {"baseline": "Baseline", "persona_only": "Persona Only", "brag": "BRAG", "vprag": "VPRAG",

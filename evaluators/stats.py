@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
 
 __all__ = ["MethodSummary", "average_ranks", "cohens_d", "kendalls_w", "mean", "spearman_rho",
            "summarize_methods", "win_rates"]

@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from evaluators._image_encoders import (
+from vptt.core.errors import ConfigError, ModelLoadError
+from vptt.evaluators._image_encoders import (
     HFImageEncoder,
     ImageEncoder,
     ModelSource,
@@ -65,7 +66,6 @@ from evaluators._image_encoders import (
     resolve_dtype,
     to_jsonable,
 )
-from sdk.errors import ConfigError, ModelLoadError
 
 if TYPE_CHECKING:
     import torch
@@ -348,7 +348,7 @@ class OwlDetector:
     def __init__(self, model: ModelSource, *, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "float32", query_template: str = "a photo of a {}",
                  top_k: int = 3) -> None:
-        from transformers import AutoProcessor, AutoModelForZeroShotObjectDetection
+        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
         if "{}" not in query_template or top_k < 1:
             raise ConfigError("query_template must contain '{}' and top_k must be >= 1")
@@ -544,7 +544,7 @@ class StellarEvaluator:
 
     def _gate(self, samples: Sequence[StellarSample],
               identities: Mapping[str, IdentityImages]) -> np.ndarray | None:
-        from evaluators.clip_dino import clip_t_per_image
+        from vptt.evaluators.clip_dino import clip_t_per_image
 
         if self.gate_clip is None:
             return None

@@ -29,9 +29,9 @@ from typing import Any, Literal, Optional, TypeVar
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agents._retry import openai_client
-from evaluators._canvas import ImageInput, image_to_data_url, load_image, methods_canvas, profile_canvas
-from sdk.errors import ConfigError, ProviderError
+from vptt.core.errors import ConfigError, ProviderError
+from vptt.core.providers import openai_client
+from vptt.evaluators._canvas import ImageInput, image_to_data_url, load_image, methods_canvas, profile_canvas
 
 __all__ = [
     "SYSTEM_PROMPT", "CalibrationReport", "JudgeConfig", "JudgeRequest", "JudgeResult", "ParseProblem",

@@ -36,9 +36,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
-from sdk.errors import ConfigError, EmbedderError, NoPostsError
-
-from ._vptt_trigrams import (  # noqa: F401 - part of this module's public API
+from vptt.core.errors import ConfigError, EmbedderError, NoPostsError
+from vptt.evaluators._vptt_trigrams import (  # noqa: F401 - part of this module's public API
     TrigramTable,
     _novelty_table,
     build_trigram_table,

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evaluators.vptt_score import WEIGHTS, PersonaGeometry, tokens
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
+from vptt.evaluators.vptt_score import WEIGHTS, PersonaGeometry, tokens
 
 __all__ = [
     "SoftVPTTTerms", "TrigramEmbedder", "cluster_distances", "cluster_proximity", "gs_reconstruction",

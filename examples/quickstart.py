@@ -5,11 +5,8 @@ Run: HF_HUB_OFFLINE=1 .venv/bin/python examples/quickstart.py
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from sdk import InMemoryPersonaStore, MiniLMEmbedder, Personalizer, load_personas
-
-DATA = Path(__file__).resolve().parent / "data" / "personas.jsonl"
+from vptt import InMemoryPersonaStore, MiniLMEmbedder, Personalizer, load_personas
+from vptt.data import SAMPLE_PERSONAS as DATA
 
 
 def main() -> None:

@@ -25,8 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .bench import BenchPlan, BenchRecipe, BenchWorker, PersonaResult
-from .errors import ConfigError, StoreError
+from vptt.core.errors import ConfigError, StoreError
+from vptt.sdk.bench_worker import BenchPlan, BenchRecipe, BenchWorker, PersonaResult
 
 __all__ = ["ChromaServer", "default_shard_size", "init_ray", "isolated_argv", "isolation_available",
            "run_on_ray", "shards"]

@@ -30,20 +30,25 @@ from typing import Any, Literal, Union
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from agents._retry import RunTimeoutError
-from agents.composer import Composer
-from agents.gates import (Candidate, GateDecision, ImageEvaluator, ImageGateConfig, ImageRecord,
-                          TextGateConfig, TextScorer, default_text_scorer)
-from agents.generators import ImageGenerator, build_generator, save_png
-from agents.graph import AgentComponents, RunContext, Status, build_graph, recursion_limit
-from agents.llm_composer import LLMComposer, LLMComposerConfig
-from agents.methods import get_method
-from agents.trace import RetrievalTrace
-
-from .errors import ConfigError, EmptyQueryError
-from .models import Persona
-from .personalizer import Personalizer
-from .results import PersonalizationResult
+from vptt.agents.composer import Composer
+from vptt.agents.gates import (
+    ImageEvaluator,
+    ImageGateConfig,
+    ImageRecord,
+    TextGateConfig,
+    TextScorer,
+    default_text_scorer,
+)
+from vptt.agents.generators import ImageGenerator, build_generator, save_png
+from vptt.agents.graph import AgentComponents, RunContext, build_graph, recursion_limit
+from vptt.agents.llm_composer import LLMComposer, LLMComposerConfig
+from vptt.agents.methods import get_method
+from vptt.agents.personalizer import Personalizer
+from vptt.agents.results import PersonalizationResult
+from vptt.agents.trace import RetrievalTrace
+from vptt.core.errors import ConfigError, EmptyQueryError
+from vptt.core.models import Persona
+from vptt.core.providers import RunTimeoutError
 
 log = logging.getLogger("vptt.agents")
 InputImage = Union[Image.Image, str, "os.PathLike[str]", None]
@@ -79,50 +84,13 @@ class AgentConfig(BaseModel):
     negative_prompt: str | None = None
 
 
-class AgentResult(PersonalizationResult):
-    """A :class:`PersonalizationResult` plus every candidate, gate decision and image of the run.
-
-    ``status``: ``deferred`` (no generator: the accepted prompt is the output), ``rejected`` (early rejection
-    by the text gate: no image), ``completed`` (image generated and accepted) or ``image_rejected`` (no image
-    passed the image gate; the best is kept).
-    """
-
-    status: Status
-    run_id: str
-    thread_id: str | None = None
-    seed: int | None = None
-    candidates: list[Candidate] = Field(default_factory=list)
-    text_gate: GateDecision | None = None
-    images: list[ImageRecord] = Field(default_factory=list)
-    image_gate: GateDecision | None = None
-    rerank: dict[str, Any] | None = None  # feedback re-ranking: candidates, predicted scores, best index
-
-    @property
-    def accepted(self) -> bool:
-        """True when the gates accepted the output (``deferred`` or ``completed``)."""
-        return self.status in ("deferred", "completed")
-
-    @property
-    def image(self) -> Image.Image | None:
-        """The chosen image (PIL), or None."""
-        if not self.images or self.image_gate is None or self.image_gate.chosen is None:
-            return None
-        return self.images[self.image_gate.chosen].image
-
-    def token_usage(self) -> dict[str, int]:
-        """Chat tokens summed over the LLM candidates (cl100k_base estimates)."""
-        used = [c.usage for c in self.candidates if c.usage]
-        return {"prompt_tokens": sum(u["prompt_tokens"] for u in used),
-                "completion_tokens": sum(u["completion_tokens"] for u in used)}
-
-
 class NodeEvent(BaseModel):
     """A streamed event: a node finished (``node``), generation progress (``progress``), or the ``result``."""
 
     kind: Literal["node", "progress", "result"]
     node: str
     data: dict[str, Any] = Field(default_factory=dict)
-    result: AgentResult | None = None
+    result: PersonalizationResult | None = None
 
 
 class PersonalizationAgent:
@@ -267,7 +235,7 @@ class PersonalizationAgent:
         t = self.config.run_timeout_s
         return RunContext(self.components, persona, pid, deadline=time.monotonic() + t if t else None)
 
-    def _result(self, values: dict[str, Any], cfg: dict[str, Any], ctx: RunContext, t0: float) -> AgentResult:
+    def _result(self, values: dict[str, Any], cfg: dict[str, Any], ctx: RunContext, t0: float) -> PersonalizationResult:
         traces = values.get("candidate_traces") or []
         chosen = values.get("chosen", 0)
         trace = ctx.memo.get(("trace", chosen)) or RetrievalTrace.model_validate(
@@ -276,7 +244,7 @@ class PersonalizationAgent:
         for rec in images:
             rec._image = ctx.memo.get(("image", rec.attempt))
         timings = {**values.get("timings_ms", {}), "total": round((time.perf_counter() - t0) * 1000, 3)}
-        res = AgentResult(
+        res = PersonalizationResult(
             prompt=values.get("prompt", ""), query=values["query"], method=values["method"],
             persona_id=values["persona_id"], trace=trace, timings_ms=timings, fallback=values.get("fallback"),
             status=values["status"], run_id=values["run_id"], seed=values.get("seed"),
@@ -294,8 +262,8 @@ class PersonalizationAgent:
 
     # -- running ---------------------------------------------------------------------------------------------
     def run(self, persona: Persona | str, query: str, *, method: str = "vprag", thread_id: str | None = None,
-            init_image: InputImage = None, seed: int | None = None) -> AgentResult:
-        """Run the graph once and return the :class:`AgentResult`.
+            init_image: InputImage = None, seed: int | None = None) -> PersonalizationResult:
+        """Run the graph once and return the :class:`PersonalizationResult`.
 
         Args:
             persona: a Persona or the id of a stored persona.
@@ -315,7 +283,7 @@ class PersonalizationAgent:
         values = self._graph_for(cfg).invoke(state, cfg, context=ctx, **self._kw(cfg))
         return self._result(values, cfg, ctx, t0)
 
-    def resume(self, thread_id: str, *, persona: Persona | None = None) -> AgentResult:
+    def resume(self, thread_id: str, *, persona: Persona | None = None) -> PersonalizationResult:
         """Finish (or fetch) the run checkpointed under ``thread_id`` after a failure or an interruption."""
         t0 = time.perf_counter()
         cfg = self._config(thread_id)
@@ -338,7 +306,7 @@ class PersonalizationAgent:
 
     async def arun(self, persona: Persona | str, query: str, *, method: str = "vprag",
                    thread_id: str | None = None, init_image: InputImage = None,
-                   seed: int | None = None) -> AgentResult:
+                   seed: int | None = None) -> PersonalizationResult:
         """Async :meth:`run` (nodes run in worker threads; ``run_timeout_s`` cancels the run)."""
         t0 = time.perf_counter()
         state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed)
@@ -347,7 +315,7 @@ class PersonalizationAgent:
             values = await self._with_timeout(coro)
         return self._result(values, cfg, ctx, t0)
 
-    async def aresume(self, thread_id: str, *, persona: Persona | None = None) -> AgentResult:
+    async def aresume(self, thread_id: str, *, persona: Persona | None = None) -> PersonalizationResult:
         """Async :meth:`resume`."""
         t0 = time.perf_counter()
         cfg = self._config(thread_id)

@@ -16,14 +16,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from agents.methods import CAPTION_METHODS, METHODS, get_method
-from agents.tasks import PAPER_TABLE3, Task, resolve_tasks
-from agents.vprag import VPRAGConfig
-from stores.records import EmbeddedPersona
-
-from ._resultlog import ResultLog
-from .errors import ConfigError
-from .personalizer import Personalizer
+from vptt.agents.methods import CAPTION_METHODS, METHODS, get_method
+from vptt.agents.personalizer import Personalizer
+from vptt.agents.tasks import PAPER_TABLE3, Task, resolve_tasks
+from vptt.agents.vprag import VPRAGConfig
+from vptt.core.errors import ConfigError
+from vptt.core.resultlog import ResultLog
+from vptt.stores.records import EmbeddedPersona
 
 ROW_KEY = ("persona_id", "task", "method")
 
@@ -51,7 +50,7 @@ def persona_rows(pz: Personalizer, scorer: Any, mem: EmbeddedPersona, tasks: Seq
                  methods: Sequence[str], query_embs: dict[str, np.ndarray], config: VPRAGConfig,
                  skip: Collection[tuple[str, ...]] = ()) -> list[dict[str, Any]]:
     """Personalize and score every (task, method) of one persona that is not in ``skip``."""
-    from evaluators.vptt_score import PersonaEmbeddings
+    from vptt.evaluators.vptt_score import PersonaEmbeddings
 
     results = []
     for task in tasks:
@@ -67,7 +66,7 @@ def persona_rows(pz: Personalizer, scorer: Any, mem: EmbeddedPersona, tasks: Seq
     embs = np.asarray(scorer.embedder.embed(list(dict.fromkeys(prompts))))
     index = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
     geo = scorer.prepare(pe)
-    from evaluators.vptt_score import combine, score_prepared
+    from vptt.evaluators.vptt_score import combine, score_prepared
 
     batch = score_prepared(geo, prompts, embs[[index[p] for p in prompts]], caption_conditioned=True)
     rows = []
@@ -133,7 +132,7 @@ def evaluate(pz: Personalizer, out_dir: str | Path, *, personas: Iterable[str] |
         progress: tqdm bar over personas (True) or a callback called with 1 per persona.
         report: write ``report.md`` and plots at the end.
     """
-    from evaluators.vptt_score import VPTTScorer
+    from vptt.evaluators.vptt_score import VPTTScorer
 
     task_list = resolve_tasks(tasks)
     for m in methods:
@@ -184,7 +183,7 @@ def evaluate(pz: Personalizer, out_dir: str | Path, *, personas: Iterable[str] |
 
 def write_report(out_dir: str | Path, title: str = "VPTT evaluation") -> Path:
     """(Re)write ``report.md`` and ``plots/`` from ``rows.jsonl`` in ``out_dir``."""
-    from evaluators.report import markdown_report, write_plots
+    from vptt.evaluators.report import markdown_report, write_plots
 
     out = Path(out_dir)
     rows = ResultLog(out / "rows.jsonl", row_key).rows()

@@ -1,1 +1,1 @@
-"""stores package."""
+"""Persona memory: the store protocol, in-memory and Chroma stores, embedders and their cache."""

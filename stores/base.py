@@ -18,11 +18,10 @@ from typing import Literal
 
 import numpy as np
 
-from sdk.errors import PersonaNotFoundError, StoreError
-from sdk.models import Persona, Post
-
-from .embedders import Embedder
-from .records import EmbeddedPersona, Item, assemble, build_post_items, post_items_texts
+from vptt.core.errors import PersonaNotFoundError, StoreError
+from vptt.core.models import Persona, Post
+from vptt.stores.embedders import Embedder
+from vptt.stores.records import EmbeddedPersona, Item, assemble, build_post_items, post_items_texts
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import ConfigError, StoreError
-
-from .base import IndexEntry, PersonaStore
-from .embedders import Embedder
-from .records import Item
+from vptt.core.errors import ConfigError, StoreError
+from vptt.stores.base import IndexEntry, PersonaStore
+from vptt.stores.embedders import Embedder
+from vptt.stores.records import Item
 
 _INDEX_SUFFIX = "personas"
 _MAX_BATCH = 4000

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sdk.errors import ConfigError, EmbedderError, ModelLoadError, ProviderError
+from vptt.core.errors import ConfigError, EmbedderError, ModelLoadError, ProviderError
 
 if TYPE_CHECKING:
     import httpx

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .embedders import Embedder
+from vptt.stores.embedders import Embedder
 
 _CHUNK = 500
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .base import IndexEntry, PersonaStore
-from .embedders import Embedder
-from .records import Item
+from vptt.stores.base import IndexEntry, PersonaStore
+from vptt.stores.embedders import Embedder
+from vptt.stores.records import Item
 
 
 class InMemoryPersonaStore(PersonaStore):

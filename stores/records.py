@@ -12,9 +12,8 @@ from functools import cached_property
 
 import numpy as np
 
-from sdk.models import Persona, Post
-
-from .embedders import Embedder
+from vptt.core.models import Persona, Post
+from vptt.stores.embedders import Embedder
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,12 +19,16 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+# never touch the developer's own persona store (the per-user data directory) or keys
+os.environ["VPTT_DATA_DIR"] = tempfile.mkdtemp(prefix="vptt-test-data-")
+for _var in [v for v in os.environ if v.endswith("_API_KEY") and v.startswith(("VPTT_", "OPENAI_"))]:
+    del os.environ[_var]
 
 import numpy as np  # noqa: E402
 
-from sdk.models import Persona  # noqa: E402
-from stores.embedders import Embedder, MiniLMEmbedder  # noqa: E402
-from stores.embedding_cache import CachedEmbedder  # noqa: E402
+from vptt.core.models import Persona  # noqa: E402
+from vptt.stores.embedders import Embedder, MiniLMEmbedder  # noqa: E402
+from vptt.stores.embedding_cache import CachedEmbedder  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "examples" / "data" / "personas.jsonl"
@@ -122,10 +127,10 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[st
 def store(request: pytest.FixtureRequest, embedder: CachedEmbedder, tmp_path: Path):
     """Every persona-store backend (STYLE habit 4): the same suite runs against each."""
     if request.param == "memory":
-        from stores.memory import InMemoryPersonaStore
+        from vptt.stores.memory import InMemoryPersonaStore
 
         return InMemoryPersonaStore(embedder)
-    from stores.chroma import ChromaPersonaStore
+    from vptt.stores.chroma import ChromaPersonaStore
 
     if request.param == "chroma-embedded":
         return ChromaPersonaStore(embedder, path=tmp_path / "chroma")

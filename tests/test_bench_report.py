@@ -15,7 +15,8 @@ from scipy.stats import spearmanr
 from sklearn.decomposition import PCA
 from typer.testing import CliRunner
 
-from evaluators.bench_report import (
+from vptt import ConfigError
+from vptt.evaluators.bench_report import (
     bench_report,
     cohens_d_matrix,
     embed_2d,
@@ -23,9 +24,8 @@ from evaluators.bench_report import (
     markdown_to_html,
     pca_2d,
 )
-from sdk import ConfigError
-from sdk._cli_bench import register_bench
-from sdk.bench import encode_vector, write_personas_npz
+from vptt.sdk.bench import encode_vector, write_personas_npz
+from vptt.sdk.cli.bench import register_bench
 
 METHODS = ["baseline", "persona_only", "brag", "vprag", "comb"]
 TASKS = [("social_post", "generation", "A photo showing my next social media post"),

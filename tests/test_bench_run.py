@@ -19,16 +19,15 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from agents.generators.base import ImageGenerator
-from agents.tasks import Task
-from sdk import ConfigError, Persona, Personalizer, VPTTSettings, dump_personas
-from sdk._cli_bench import register_bench
-from sdk.bench import BenchComponents, BenchRecipe, decode_vector, run_bench
-from sdk.evaluate import evaluate
-from stores.embedding_cache import CachedEmbedder
-from stores.memory import InMemoryPersonaStore
-
-from .conftest import ROOT, make_persona
+from tests.conftest import ROOT, make_persona
+from vptt import ConfigError, Persona, Personalizer, VPTTSettings, dump_personas
+from vptt.agents.generators.base import ImageGenerator
+from vptt.agents.tasks import Task
+from vptt.sdk.bench import BenchComponents, BenchRecipe, decode_vector, run_bench
+from vptt.sdk.cli.bench import register_bench
+from vptt.sdk.evaluate import evaluate
+from vptt.stores.embedding_cache import CachedEmbedder
+from vptt.stores.memory import InMemoryPersonaStore
 
 TASKS = ["outdoor_spot", "garden"]
 METHODS = ["baseline", "persona_only", "brag", "vprag", "comb"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stores.chroma import ChromaPersonaStore
-
-from .conftest import make_persona
+from tests.conftest import make_persona
+from vptt.stores.chroma import ChromaPersonaStore
 
 
 def test_persists_across_clients(embedder, tmp_path, two_personas) -> None:

@@ -7,10 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from sdk import dump_personas
-from sdk.cli import app
-
-from .conftest import make_persona
+from tests.conftest import make_persona
+from vptt import dump_personas
+from vptt.sdk.cli.main import app
 
 runner = CliRunner()
 
@@ -83,7 +82,7 @@ def test_personalize_through_the_agent_with_gate_and_checkpoint(env, tmp_path) -
 
 
 def test_personalize_with_a_trained_reranker(env, tmp_path) -> None:
-    from evaluators.feedback import FeedbackConfig, FeedbackModel
+    from vptt.evaluators.feedback import FeedbackConfig, FeedbackModel
 
     e, f = env
     runner.invoke(app, ["ingest", str(f)], env=e)

@@ -11,11 +11,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from evaluators._cli_clip_dino import register
-from evaluators._image_encoders import load_image_encoder, model_source
-from evaluators.clip_dino import ClipDinoEvaluator, clip_t_per_image, mean_pairwise_cosine
-from sdk.errors import ConfigError, ModelLoadError
 from tests.tiny_vision import random_images, save_tiny
+from vptt.core.errors import ConfigError, ModelLoadError
+from vptt.evaluators._image_encoders import load_image_encoder, model_source
+from vptt.evaluators.clip_dino import ClipDinoEvaluator, clip_t_per_image, mean_pairwise_cosine
+from vptt.sdk.cli.score_clip import register
 
 
 @pytest.fixture(scope="module")

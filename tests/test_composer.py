@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import agents.tokens as tokens
-from agents.composer import TemplateComposer
-from agents.trace import ElementChoice, RetrievalTrace
-from sdk import Persona
+import vptt.agents.tokens as tokens
+from vptt import Persona
+from vptt.agents.composer import TemplateComposer
+from vptt.agents.trace import ElementChoice, RetrievalTrace
 
 PERSONA = Persona(persona_id="x", summary="A potter in Kyoto who loves moss gardens")
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import respx
 
-from sdk import EmbedderError, ProviderError
-from stores.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
-from stores.embedding_cache import CachedEmbedder
+from vptt import EmbedderError, ProviderError
+from vptt.stores.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
+from vptt.stores.embedding_cache import CachedEmbedder
 
 TEXTS = ["A bowl of ramen under paper lanterns.", "Surfers at sunset.", "",
          "A very long caption " * 40]

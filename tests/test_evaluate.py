@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from agents.tasks import PRESETS, Task, resolve_tasks
-from evaluators.vptt_score import vptt_score
-from sdk import ConfigError, Personalizer
-from sdk.evaluate import evaluate
-from stores.memory import InMemoryPersonaStore
+from vptt import ConfigError, Personalizer
+from vptt.agents.tasks import PRESETS, Task, resolve_tasks
+from vptt.evaluators.vptt_score import vptt_score
+from vptt.sdk.evaluate import evaluate
+from vptt.stores.memory import InMemoryPersonaStore
 
 TASKS = ["outdoor_spot", "garden"]
 

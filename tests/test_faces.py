@@ -11,11 +11,19 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from agents.generators.base import ImageGenerator
-from agents.persona_gen.faces import (FACE_ATTRIBUTES, NO_PEOPLE_NEGATIVE, combinations, face_attributes,
-                                      face_seed, neutralize_pronouns, portrait_prompt, post_prompt,
-                                      render_persona)
-from agents.persona_gen.procedural import procedural_persona
+from vptt.agents.generators.base import ImageGenerator
+from vptt.agents.persona_gen.faces import (
+    FACE_ATTRIBUTES,
+    NO_PEOPLE_NEGATIVE,
+    combinations,
+    face_attributes,
+    face_seed,
+    neutralize_pronouns,
+    portrait_prompt,
+    post_prompt,
+    render_persona,
+)
+from vptt.agents.persona_gen.procedural import procedural_persona
 
 N_IDS = 5000
 

@@ -15,21 +15,40 @@ import typer
 from sklearn.metrics import accuracy_score, confusion_matrix, mean_absolute_error, mean_squared_error
 from typer.testing import CliRunner
 
-import evaluators._cli_feedback as cli
-from agents._retry import ProviderAuthError, RetryConfig
-from evaluators.feedback import (FeedbackConfig, FeedbackModel, FeedbackNet, feedback_metrics,
-                                 train_feedback, val_test_gap)
-from evaluators.feedback_data import (FeedbackExample, assign_splits, check_no_leakage, featurize,
-                                      label_example, persona_vocabulary, profile_tokens, prompt_segments,
-                                      read_examples, score_bin, score_bins, split_arrays, split_counts,
-                                      synthetic_arrays, synthetic_examples, with_splits, write_examples)
-from evaluators.feedback_llm import LLMDataConfig, LLMDataGenerator, parse_reply
-from sdk.errors import ConfigError, ModelLoadError
-from sdk.models import Persona
-from sdk.personas import dump_personas
-
-from tests.conftest import make_persona
-from .conftest import HashEmbedderBase
+import vptt.sdk.cli.feedback as cli
+from tests.conftest import HashEmbedderBase, make_persona
+from vptt.core.errors import ConfigError, ModelLoadError
+from vptt.core.models import Persona
+from vptt.core.personas import dump_personas
+from vptt.core.providers import ProviderAuthError, RetryConfig
+from vptt.evaluators.feedback import (
+    FeedbackConfig,
+    FeedbackModel,
+    FeedbackNet,
+    feedback_metrics,
+    train_feedback,
+    val_test_gap,
+)
+from vptt.evaluators.feedback_data import (
+    FeedbackExample,
+    assign_splits,
+    check_no_leakage,
+    featurize,
+    label_example,
+    persona_vocabulary,
+    profile_tokens,
+    prompt_segments,
+    read_examples,
+    score_bin,
+    score_bins,
+    split_arrays,
+    split_counts,
+    synthetic_arrays,
+    synthetic_examples,
+    with_splits,
+    write_examples,
+)
+from vptt.evaluators.feedback_llm import LLMDataConfig, LLMDataGenerator, parse_reply
 
 BASE = "http://testserver/v1"
 TINY = dict(profile_dim=16, prompt_dim=16, hidden=16, heads=4, ffn=32, head_hidden=(16, 8),

@@ -13,9 +13,10 @@ from PIL import Image
 from sklearn.metrics import average_precision_score
 from typer.testing import CliRunner
 
-from evaluators._cli_fpr import register
-from evaluators._image_encoders import load_image_encoder
-from evaluators.fpr import (
+from tests.tiny_vision import random_images, save_tiny
+from vptt.core.errors import ConfigError
+from vptt.evaluators._image_encoders import load_image_encoder
+from vptt.evaluators.fpr import (
     FinerPersonalizationRank,
     Gallery,
     LabelledImage,
@@ -28,8 +29,7 @@ from evaluators.fpr import (
     same_identity_cosine,
     scan_labelled_dir,
 )
-from sdk.errors import ConfigError
-from tests.tiny_vision import random_images, save_tiny
+from vptt.sdk.cli.score_fpr import register
 
 # ------------------------------------------------------------------------------------------ naive references
 

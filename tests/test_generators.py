@@ -14,10 +14,10 @@ import pytest
 import respx
 from PIL import Image
 
-from agents._retry import RateLimitedError, RetryConfig, RunTimeoutError
-from agents.generators import GenerationRequest, ImageGenerator, build_generator
-from sdk.errors import ConfigError, ModelLoadError, ProviderError
 from tests.tiny_diffusion import save_tiny_pipeline, shared_pipeline, torch_threads
+from vptt.agents.generators import GenerationRequest, ImageGenerator, build_generator
+from vptt.core.errors import ConfigError, ModelLoadError, ProviderError
+from vptt.core.providers import RateLimitedError, RetryConfig, RunTimeoutError
 
 BASE = "http://testserver/v1"
 KEY = "sk-IMG-SECRET-31337"
@@ -42,7 +42,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="module")
 def diffusers_gen():
-    from agents.generators.diffusers_gen import DiffusersGenerator
+    from vptt.agents.generators.diffusers_gen import DiffusersGenerator
 
     return DiffusersGenerator(shared_pipeline(), num_inference_steps=2, guidance_scale=2.0, height=32,
                               width=32)
@@ -88,7 +88,7 @@ def test_deadline_stops_generation(diffusers_gen) -> None:
 
 
 def test_load_from_local_directory(tmp_path: Path, diffusers_gen) -> None:
-    from agents.generators.diffusers_gen import DiffusersGenerator
+    from vptt.agents.generators.diffusers_gen import DiffusersGenerator
 
     path = save_tiny_pipeline(tmp_path / "tiny-sd")
     gen = build_generator("diffusers", model=str(path), num_inference_steps=2, guidance_scale=2.0, height=32,

@@ -18,20 +18,27 @@ import pytest
 import respx
 from PIL import Image
 
-from agents._retry import RetryConfig, RunTimeoutError
-from agents.composer import TemplateComposer
-from agents.gates import (FunctionImageEvaluator, ImageGateConfig, MaskedSimilarityEvaluator, TextGateConfig,
-                          VLMJudgeEvaluator, VPTTTextScorer, candidate_specs, subset_trace)
-from agents.generators import ImageGenerator
-from agents.graph import NODES
-from agents.llm_composer import LLMComposer
-from sdk.agent import AgentResult, PersonalizationAgent
-from sdk.errors import ConfigError, EmptyQueryError, ProviderError
-from sdk.personalizer import Personalizer
-
-from stores.memory import InMemoryPersonaStore
-from tests.conftest import make_persona
-from .conftest import HashEmbedderBase
+from tests.conftest import HashEmbedderBase, make_persona
+from vptt.agents.composer import TemplateComposer
+from vptt.agents.gates import (
+    FunctionImageEvaluator,
+    ImageGateConfig,
+    MaskedSimilarityEvaluator,
+    TextGateConfig,
+    VLMJudgeEvaluator,
+    VPTTTextScorer,
+    candidate_specs,
+    subset_trace,
+)
+from vptt.agents.generators import ImageGenerator
+from vptt.agents.graph import NODES
+from vptt.agents.llm_composer import LLMComposer
+from vptt.agents.personalizer import Personalizer
+from vptt.agents.results import PersonalizationResult
+from vptt.core.errors import ConfigError, EmptyQueryError, ProviderError
+from vptt.core.providers import RetryConfig, RunTimeoutError
+from vptt.sdk.agent import PersonalizationAgent
+from vptt.stores.memory import InMemoryPersonaStore
 
 BASE = "http://testserver/v1"
 KEY = "sk-GRAPH-SECRET-9090"
@@ -107,7 +114,7 @@ def test_deferred_rendering_matches_the_bare_path(personalizer: Personalizer) ->
     assert set(NODES) <= set(agent._graph.get_graph().nodes) and len(NODES) == 7  # a real StateGraph
     res = agent.run("alice", QUERY)
     bare = personalizer.personalize("alice", QUERY)
-    assert isinstance(res, AgentResult) and res.status == "deferred" and res.accepted
+    assert isinstance(res, PersonalizationResult) and res.status == "deferred" and res.accepted
     assert res.prompt == bare.prompt and res.trace.kept_elements() == bare.trace.kept_elements()
     assert res.trace.composition == bare.trace.composition and res.images == [] and res.image is None
     assert res.text_gate.action == "accept" and [c.score for c in res.candidates] == [0.9]
@@ -166,7 +173,7 @@ def test_candidate_plan_and_subsets() -> None:
     assert [s.label for s in candidate_specs(cfg, 10, True)] == [
         "initial", "temperature 1", "top 5/10 elements", "temperature 0.3", "top 8/10 elements"]
     assert [s.keep for s in candidate_specs(cfg, 2, False)] == [None, 1]  # ceil(.5*2)=1, .75 -> 2 = all
-    from agents.trace import ElementChoice, RetrievalTrace
+    from vptt.agents.trace import ElementChoice, RetrievalTrace
 
     t = RetrievalTrace(method="vprag", elements=[
         ElementChoice(text=str(i), category="c", post_id="p", score=s)
@@ -238,14 +245,14 @@ def test_image_evaluator_adapters(personalizer: Personalizer, tmp_path: Path) ->
     masc = FakeMasc()
     mask = np.ones((8, 8), np.uint8) * 255
     ev = MaskedSimilarityEvaluator(masc, reference_mask=mask, metric="pf", subject="bowl", threshold=0.1)
-    from agents.gates import ImageGateContext
+    from vptt.agents.gates import ImageGateContext
 
     init = Image.new("RGB", (8, 8))
     ctx = ImageGateContext(persona=personalizer.embedded("alice"), query="q", prompt="p", init_image=init)
     assert ev(Image.new("RGB", (8, 8)), ctx) == 0.2 and masc.args[0] is init and masc.args[2] is mask
     img = tmp_path / "post.png"
     Image.new("RGB", (16, 16), (9, 9, 9)).save(img)
-    from evaluators.vlm_judge import JudgeConfig, assign_labels
+    from vptt.evaluators.vlm_judge import JudgeConfig, assign_labels
 
     scores = {"output": 4.5, "anchor": 1.0}  # the judge needs two images: the input image is the anchor
     reply = "\n".join(f"{lab}: Score={scores[m]} - lantern light" for lab, m in
@@ -264,8 +271,8 @@ def test_image_evaluator_adapters(personalizer: Personalizer, tmp_path: Path) ->
 
 
 def test_tiny_diffusers_through_the_graph(personalizer: Personalizer, tmp_path: Path) -> None:
-    from agents.generators.diffusers_gen import DiffusersGenerator
     from tests.tiny_diffusion import shared_pipeline, torch_threads
+    from vptt.agents.generators.diffusers_gen import DiffusersGenerator
 
     with torch_threads(1):
         _diffusers_through_the_graph(DiffusersGenerator, shared_pipeline(), personalizer, tmp_path)
@@ -386,8 +393,8 @@ def test_all_remote_providers_through_respx(tmp_path: Path) -> None:
     import base64
     import io
 
-    from agents.generators.openai_images import OpenAIImageGenerator
-    from stores.embedders import OpenAIEmbedder
+    from vptt.agents.generators.openai_images import OpenAIImageGenerator
+    from vptt.stores.embedders import OpenAIEmbedder
 
     hashing = HashEmbedder()
 

@@ -18,14 +18,19 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from agents._retry import RetryConfig
-from agents.persona_gen import inverse as inv
-from agents.persona_gen.inverse import InverseConfig, build_persona_from_photos, ingest_photos, merge_elements
-from agents.persona_gen.pipeline import JSONChat, LLMConfig
-from sdk.errors import ConfigError
-from sdk.models import CANONICAL_CATEGORIES, Persona
-from stores.embedders import Embedder
-from stores.memory import InMemoryPersonaStore
+from vptt.agents.persona_gen import inverse as inv
+from vptt.agents.persona_gen.inverse import (
+    InverseConfig,
+    build_persona_from_photos,
+    ingest_photos,
+    merge_elements,
+)
+from vptt.agents.persona_gen.pipeline import JSONChat, LLMConfig
+from vptt.core.errors import ConfigError
+from vptt.core.models import CANONICAL_CATEGORIES, Persona
+from vptt.core.providers import RetryConfig
+from vptt.stores.embedders import Embedder
+from vptt.stores.memory import InMemoryPersonaStore
 
 BASE = "http://testserver/v1"
 COLORS = {"red": (200, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 200)}
@@ -184,7 +189,7 @@ def test_merge_elements_by_frequency() -> None:
 
 
 def test_cli_ingest_photos(photos: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agents.persona_gen import _cli
+    from vptt.sdk.cli import generate as _cli
 
     monkeypatch.setattr(_cli, "_chat", lambda *a, **k: _chat())
     store = InMemoryPersonaStore(TinyEmbedder())

@@ -11,13 +11,28 @@ import pytest
 import respx
 import tiktoken
 
-from agents._retry import (ProviderAuthError, ProviderTimeoutError, RateLimitedError, RetryConfig,
-                           backoff_delays, call_with_retry, is_retryable, redact)
-from agents.llm_composer import (MEMORY_CLOSE, MEMORY_OPEN, SYSTEM_TEMPLATE, LLMComposer, LLMComposerConfig,
-                                 build_messages, clean_completion)
-from agents.trace import ElementChoice, RetrievalTrace
-from sdk.errors import ConfigError, ProviderError
 from tests.conftest import make_persona
+from vptt.agents.llm_composer import (
+    MEMORY_CLOSE,
+    MEMORY_OPEN,
+    SYSTEM_TEMPLATE,
+    LLMComposer,
+    LLMComposerConfig,
+    build_messages,
+    clean_completion,
+)
+from vptt.agents.trace import ElementChoice, RetrievalTrace
+from vptt.core.errors import ConfigError, ProviderError
+from vptt.core.providers import (
+    ProviderAuthError,
+    ProviderTimeoutError,
+    RateLimitedError,
+    RetryConfig,
+    backoff_delays,
+    call_with_retry,
+    is_retryable,
+    redact,
+)
 
 BASE = "http://testserver/v1"
 KEY = "sk-SECRET-7777-never-log-me"

@@ -14,11 +14,11 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from evaluators import _masc_core as core
-from evaluators._cli_masc import register
-from evaluators.masked_similarity import MaskedPair, MaskedSimilarity
-from sdk.errors import ConfigError, ModelLoadError
 from tests.tiny_siglip import save_tiny
+from vptt.core.errors import ConfigError, ModelLoadError
+from vptt.evaluators import _masc_core as core
+from vptt.evaluators.masked_similarity import MaskedPair, MaskedSimilarity
+from vptt.sdk.cli.score_masc import register
 
 masc = pytest.importorskip("masc")
 from masc.text import strip_subject_from_prompt  # noqa: E402

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sdk import Persona, PersonaValidationError, dump_personas, load_personas
+from vptt import Persona, PersonaValidationError, dump_personas, load_personas
 
 GOOD = {"persona_id": "p1", "summary": "Likes tea.",
         "demographics": {"age": 40, "gender": "female", "country": "Japan", "city": "Kyoto",

@@ -14,16 +14,27 @@ import respx
 import typer
 from typer.testing import CliRunner
 
-from agents._retry import RetryConfig
-from agents.persona_gen import prompts as P
-from agents.persona_gen.faces import stable_u64
-from agents.persona_gen.pipeline import (GenerationConfig, JSONChat, LLMConfig, generate_persona,
-                                        remap_location, resolve_gender)
-from agents.persona_gen.procedural import PROCEDURAL_LABEL, REGIONS, generate_procedural
-from agents.persona_gen.runner import (existing_ids, generate_personas, load_seeds, select_seeds,
-                                       write_procedural)
-from sdk.models import CANONICAL_CATEGORIES
-from sdk.personas import load_personas
+from vptt.agents.persona_gen import prompts as P
+from vptt.agents.persona_gen.faces import stable_u64
+from vptt.agents.persona_gen.pipeline import (
+    GenerationConfig,
+    JSONChat,
+    LLMConfig,
+    generate_persona,
+    remap_location,
+    resolve_gender,
+)
+from vptt.agents.persona_gen.procedural import PROCEDURAL_LABEL, REGIONS, generate_procedural
+from vptt.agents.persona_gen.runner import (
+    existing_ids,
+    generate_personas,
+    load_seeds,
+    select_seeds,
+    write_procedural,
+)
+from vptt.core.models import CANONICAL_CATEGORIES
+from vptt.core.personas import load_personas
+from vptt.core.providers import RetryConfig
 
 BASE = "http://testserver/v1"
 WORDS = ("warm light falls across carved stone while the person arranges clay cups on a low wooden table "
@@ -284,7 +295,7 @@ def test_procedural_is_labelled_and_valid(tmp_path: Path) -> None:
 
 
 def test_cli_generate_procedural_and_errors(tmp_path: Path) -> None:
-    from agents.persona_gen._cli import register
+    from vptt.sdk.cli.generate import register
 
     app = typer.Typer()
 
@@ -325,7 +336,7 @@ def test_existing_ids_refuses_a_bad_middle_line(tmp_path: Path) -> None:
 
 
 def test_refused_key_stops_the_run_and_keeps_the_report(tmp_path: Path) -> None:
-    from agents._retry import ProviderAuthError
+    from vptt.core.providers import ProviderAuthError
 
     out = tmp_path / "o.jsonl"
     with respx.mock(base_url=BASE) as mock:

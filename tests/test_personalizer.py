@@ -6,12 +6,19 @@ import json
 
 import pytest
 
-from agents.methods import METHODS
-from sdk import (ConfigError, EmptyQueryError, NoPostsError, Persona, PersonaNotFoundError, Personalizer,
-                 VPTTSettings, personalize)
-from stores.memory import InMemoryPersonaStore
-
-from .conftest import make_persona
+from tests.conftest import make_persona
+from vptt import (
+    ConfigError,
+    EmptyQueryError,
+    NoPostsError,
+    Persona,
+    Personalizer,
+    PersonaNotFoundError,
+    VPTTSettings,
+    personalize,
+)
+from vptt.agents.methods import METHODS
+from vptt.stores.memory import InMemoryPersonaStore
 
 
 @pytest.fixture
@@ -83,10 +90,10 @@ def test_settings_from_environment(monkeypatch, tmp_path, embedder, two_personas
 
 
 def test_personalize_runs_the_graph_and_matches_the_bare_path(pz: Personalizer) -> None:
-    from sdk.agent import AgentResult
+    from vptt import PersonalizationResult
 
     r = personalize("alice", "A preferred outdoor spot", personalizer=pz)
-    assert isinstance(r, AgentResult) and r.status == "deferred"  # no generator: stops after the text gate
+    assert isinstance(r, PersonalizationResult) and r.status == "deferred"  # no generator: stops after the text gate
     assert r.prompt == pz.personalize("alice", "A preferred outdoor spot").prompt
     assert personalize("alice", "x", personalizer=pz, strict=True).__class__.__name__ == "PersonalizationResult"
     with pytest.raises(TypeError):
@@ -102,7 +109,7 @@ def test_text_gate_threshold_from_settings(embedder, two_personas) -> None:
 
 
 async def test_apersonalize(pz: Personalizer) -> None:
-    from sdk import apersonalize
+    from vptt import apersonalize
 
     r = await apersonalize("bob", "sunset surf", personalizer=pz)
     assert r.prompt == pz.personalize("bob", "sunset surf").prompt

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from sdk._ray_backend import default_shard_size, isolated_argv, isolation_available, shards
-
-from .conftest import ROOT, make_persona
-from .test_bench_run import assert_rows_close, keyed, read_rows
+from tests.conftest import ROOT, make_persona
+from tests.test_bench_run import assert_rows_close, keyed, read_rows
+from vptt.sdk._ray_backend import default_shard_size, isolated_argv, isolation_available, shards
 
 TASKS = ["outdoor_spot", "garden"]
 CAPTIONS = ["A wooden boat on a misty lake at dawn with pine trees.",
@@ -74,9 +73,9 @@ def test_ray_backend_equals_local(tmp_path) -> None:
 
 def _child(work: Path) -> None:
     """Runs inside the network namespace: Chroma server + local run + Ray run + Ray resume."""
-    from sdk import VPTTSettings
-    from sdk._ray_backend import ChromaServer, init_ray
-    from sdk.bench import BenchRecipe, run_bench
+    from vptt import VPTTSettings
+    from vptt.sdk._ray_backend import ChromaServer, init_ray
+    from vptt.sdk.bench import BenchRecipe, run_bench
 
     try:
         socket.create_connection(("10.255.255.1", 80), timeout=1).close()

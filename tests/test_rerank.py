@@ -8,19 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from agents.composer import TemplateComposer
-from agents.gates import TextScorer
-from agents.rerank import (FeedbackReranker, RerankResult, candidate_grid, candidate_prompts, pick_best)
-from agents.vprag import VPRAGConfig
-from evaluators.feedback import FeedbackConfig, FeedbackModel
-from evaluators.feedback_data import profile_tokens, prompt_segments
-from sdk.errors import ConfigError, EmptyQueryError
-from sdk.personalizer import Personalizer
-
-from stores.memory import InMemoryPersonaStore
-from stores.records import embed_persona
-from tests.conftest import make_persona
-from .conftest import HashEmbedderBase
+from tests.conftest import HashEmbedderBase, make_persona
+from vptt.agents.composer import TemplateComposer
+from vptt.agents.gates import TextScorer
+from vptt.agents.personalizer import Personalizer
+from vptt.agents.rerank import FeedbackReranker, RerankResult, candidate_grid, candidate_prompts, pick_best
+from vptt.agents.vprag import VPRAGConfig
+from vptt.core.errors import ConfigError, EmptyQueryError
+from vptt.evaluators.feedback import FeedbackConfig, FeedbackModel
+from vptt.evaluators.feedback_data import profile_tokens, prompt_segments
+from vptt.stores.memory import InMemoryPersonaStore
+from vptt.stores.records import embed_persona
 
 QUERY = "a quiet lake at dawn"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from agents.rerank import FeedbackReranker, candidate_prompts, pick_best
-from evaluators.feedback import FeedbackConfig, FeedbackModel
-from sdk import Personalizer
-from sdk.agent import PersonalizationAgent
-from stores.memory import InMemoryPersonaStore
+from vptt import Personalizer
+from vptt.agents.rerank import FeedbackReranker, candidate_prompts, pick_best
+from vptt.evaluators.feedback import FeedbackConfig, FeedbackModel
+from vptt.sdk.agent import PersonalizationAgent
+from vptt.stores.memory import InMemoryPersonaStore
 
 
 def test_graph_rerank_node_picks_the_models_argmax(embedder, two_personas) -> None:

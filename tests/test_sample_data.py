@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import importlib.util
 
-import pytest
-
-from sdk import Personalizer, load_personas
-from stores.memory import InMemoryPersonaStore
-
-from .conftest import ROOT, SAMPLE
+from tests.conftest import ROOT, SAMPLE
+from vptt import Personalizer, load_personas
+from vptt.stores.memory import InMemoryPersonaStore
 
 
 def test_sample_set_passes_quality_checks(capsys) -> None:

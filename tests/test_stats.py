@@ -10,9 +10,16 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from evaluators.stats import (average_ranks, cohens_d, kendalls_w, mean, spearman_rho, summarize_methods,
-                              win_rates)
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
+from vptt.evaluators.stats import (
+    average_ranks,
+    cohens_d,
+    kendalls_w,
+    mean,
+    spearman_rho,
+    summarize_methods,
+    win_rates,
+)
 
 
 @pytest.fixture

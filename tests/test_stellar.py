@@ -14,11 +14,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from evaluators._cli_stellar import register
-from evaluators.stellar import (
+from tests.test_clip_dino import manual_clip
+from tests.tiny_vision import random_images, save_tiny
+from vptt.core.errors import ConfigError
+from vptt.evaluators.stellar import (
     AlignedFaceCrops,
-    DetectThenEncode,
     Detection,
+    DetectThenEncode,
     IdentityImages,
     InsightFaceEmbedder,
     OwlDetector,
@@ -35,9 +37,7 @@ from evaluators.stellar import (
     roc_auc,
     spatial_relation_holds,
 )
-from sdk.errors import ConfigError
-from tests.test_clip_dino import manual_clip
-from tests.tiny_vision import random_images, save_tiny
+from vptt.sdk.cli.score_stellar import register
 
 # ------------------------------------------------------------------------------------------ fake back-ends
 

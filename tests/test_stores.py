@@ -5,10 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdk import PersonaNotFoundError, Post, StoreError
-from stores.embedders import Embedder
-
-from .conftest import make_persona
+from tests.conftest import make_persona
+from vptt import PersonaNotFoundError, Post, StoreError
+from vptt.stores.embedders import Embedder
 
 
 def _n_items(store, pid: str) -> int:

@@ -19,13 +19,21 @@ from PIL import Image
 from scipy.stats import rankdata
 from typer.testing import CliRunner
 
-from evaluators._canvas import grid_layout, methods_canvas, profile_canvas
-from evaluators._cli_vlm_judge import register
-from evaluators.vlm_judge import (
-    SYSTEM_PROMPT, JudgeConfig, JudgeResult, ProblemKind, VLMJudge, assign_labels, calibrate,
-    parse_judge_reply, unshuffle, user_prompt,
+from vptt.core.errors import ConfigError, ProviderError
+from vptt.evaluators._canvas import grid_layout, methods_canvas, profile_canvas
+from vptt.evaluators.vlm_judge import (
+    SYSTEM_PROMPT,
+    JudgeConfig,
+    JudgeResult,
+    ProblemKind,
+    VLMJudge,
+    assign_labels,
+    calibrate,
+    parse_judge_reply,
+    unshuffle,
+    user_prompt,
 )
-from sdk.errors import ConfigError, ProviderError
+from vptt.sdk.cli.score_judge import register
 
 BASE = "http://testserver/v1"
 KEY = "sk-SECRET-4242-do-not-leak"
@@ -427,7 +435,7 @@ def test_cli_judge(tmp_path, monkeypatch):
         solid(c).save(posts / f"{i:02d}.png")
     for m in ("x", "y"):
         solid((9, 9, 9)).save(tmp_path / f"{m}.png")
-    import evaluators._cli_vlm_judge as cli
+    import vptt.sdk.cli.score_judge as cli
 
     monkeypatch.setattr(cli, "_build_judge", lambda cfg: VLMJudge(cfg, http_client=httpx.Client()))
     app, score = typer.Typer(), typer.Typer()

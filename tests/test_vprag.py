@@ -7,10 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from agents.vprag import (VPRAGConfig, allocate_quotas, category_order, effective_posts, post_weights, retrieve,
-                          top_k_posts)
-from sdk import CANONICAL_CATEGORIES, ConfigError, Persona
-from stores.records import ElementTable, EmbeddedPersona
+from vptt import CANONICAL_CATEGORIES, ConfigError, Persona
+from vptt.agents.vprag import (
+    VPRAGConfig,
+    allocate_quotas,
+    category_order,
+    effective_posts,
+    post_weights,
+    retrieve,
+    top_k_posts,
+)
+from vptt.stores.records import ElementTable, EmbeddedPersona
 
 E = np.eye(6)
 R2 = 1 / math.sqrt(2)

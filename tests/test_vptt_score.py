@@ -11,11 +11,22 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from evaluators import vptt_score as vs
-from evaluators.vptt_score import (PersonaEmbeddings, VPTTScorer, cluster_centroids, cluster_proximity,
-                                   combine, gs_basis, gs_reconstruction, novelty, novelty_batch,
-                                   persona_alignment, vptt_score, vptt_score_batch)
-from sdk.errors import ConfigError, EmbedderError, NoPostsError
+from vptt.core.errors import ConfigError, EmbedderError, NoPostsError
+from vptt.evaluators import vptt_score as vs
+from vptt.evaluators.vptt_score import (
+    PersonaEmbeddings,
+    VPTTScorer,
+    cluster_centroids,
+    cluster_proximity,
+    combine,
+    gs_basis,
+    gs_reconstruction,
+    novelty,
+    novelty_batch,
+    persona_alignment,
+    vptt_score,
+    vptt_score_batch,
+)
 
 D = 24
 WORDS = ["the", "a", "red", "ceramic", "bowl", "kiln", "glaze", "at", "dawn", "kyoto", "don't", "tea", "cup"]
@@ -196,8 +207,8 @@ def test_novelty_batch_splits_chunks_exactly(rng: np.random.Generator, monkeypat
     caps = random_texts(rng, 5, 3, 14)
     prompts = random_texts(rng, 40)
     expected = novelty_batch(prompts, caps)
-    monkeypatch.setattr("evaluators._vptt_trigrams._CHUNK", 7)
-    monkeypatch.setattr("evaluators._vptt_trigrams._fits", lambda n_ids, n_prompts: n_prompts <= 2)  # force recursive splits
+    monkeypatch.setattr("vptt.evaluators._vptt_trigrams._CHUNK", 7)
+    monkeypatch.setattr("vptt.evaluators._vptt_trigrams._fits", lambda n_ids, n_prompts: n_prompts <= 2)  # force recursive splits
     np.testing.assert_array_equal(novelty_batch(prompts, caps), expected)
 
 

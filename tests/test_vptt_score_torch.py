@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from evaluators import vptt_score as vs
-from evaluators import vptt_score_torch as vt
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
+from vptt.evaluators import vptt_score as vs
+from vptt.evaluators import vptt_score_torch as vt
 
 D = 16
 WORDS = ["the", "a", "red", "ceramic", "bowl", "kiln", "glaze", "at", "dawn", "kyoto", "don't", "tea"]

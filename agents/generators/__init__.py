@@ -11,13 +11,12 @@ import difflib
 import importlib
 from typing import Any
 
-from sdk.errors import ConfigError
-
-from .base import GeneratedImage, GenerationRequest, ImageGenerator, save_png
+from vptt.agents.generators.base import GeneratedImage, GenerationRequest, ImageGenerator, save_png
+from vptt.core.errors import ConfigError
 
 GENERATORS: dict[str, str] = {
-    "diffusers": "agents.generators.diffusers_gen:DiffusersGenerator",
-    "openai": "agents.generators.openai_images:OpenAIImageGenerator",
+    "diffusers": "vptt.agents.generators.diffusers_gen:DiffusersGenerator",
+    "openai": "vptt.agents.generators.openai_images:OpenAIImageGenerator",
 }
 """Generator names -> dotted paths (imported only when chosen)."""
 

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from PIL import Image
 
-from sdk.errors import ConfigError
+from vptt.core.errors import ConfigError
 
 Task = Literal["generate", "edit"]
 

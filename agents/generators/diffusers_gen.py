@@ -22,10 +22,9 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from sdk.errors import ConfigError, ModelLoadError
-
-from .._retry import GenerationError, RunTimeoutError
-from .base import GenerationRequest, ImageGenerator
+from vptt.agents.generators.base import GenerationRequest, ImageGenerator
+from vptt.core.errors import ConfigError, ModelLoadError
+from vptt.core.providers import GenerationError, RunTimeoutError
 
 DType = Literal["float32", "float16", "bfloat16"]
 

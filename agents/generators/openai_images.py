@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from sdk.errors import ProviderError
-
-from .._retry import RetryConfig, call_with_retry, openai_client
-from .base import GenerationRequest, ImageGenerator
+from vptt.agents.generators.base import GenerationRequest, ImageGenerator
+from vptt.core.errors import ProviderError
+from vptt.core.providers import RetryConfig, call_with_retry, openai_client
 
 if TYPE_CHECKING:
     import httpx

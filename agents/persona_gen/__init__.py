@@ -12,15 +12,52 @@ CLI: ``vptt bench generate`` and ``vptt ingest-photos`` (see :mod:`agents.person
 
 from __future__ import annotations
 
-from .faces import (FACE_ATTRIBUTES, Face, RenderPrompt, RenderResult, face_attributes, face_seed,
-                    portrait_prompt, post_prompt, render_persona)
-from .inverse import InverseConfig, InverseResult, build_persona_from_photos, ingest_photos
-from .pipeline import (OVERRIDE_RATES, ExcludedProfile, GenerationConfig, InvalidPost, JSONChat, LLMConfig,
-                       MalformedReply, MalformedReplyError, PersonaOutcome, RemapDecision, generate_persona,
-                       remap_location, resolve_gender)
-from .procedural import PROCEDURAL_LABEL, REGIONS, generate_procedural, procedural_persona
-from .prompts import CONTENT_MIX, PostSlot, content_type_counts, plan_slots
-from .runner import GenerationReport, generate_personas, load_seeds, select_seeds, write_procedural
+from vptt.agents.persona_gen.faces import (
+                    FACE_ATTRIBUTES,
+                    Face,
+                    RenderPrompt,
+                    RenderResult,
+                    face_attributes,
+                    face_seed,
+                    portrait_prompt,
+                    post_prompt,
+                    render_persona,
+)
+from vptt.agents.persona_gen.inverse import (
+                    InverseConfig,
+                    InverseResult,
+                    build_persona_from_photos,
+                    ingest_photos,
+)
+from vptt.agents.persona_gen.pipeline import (
+                    OVERRIDE_RATES,
+                    ExcludedProfile,
+                    GenerationConfig,
+                    InvalidPost,
+                    JSONChat,
+                    LLMConfig,
+                    MalformedReply,
+                    MalformedReplyError,
+                    PersonaOutcome,
+                    RemapDecision,
+                    generate_persona,
+                    remap_location,
+                    resolve_gender,
+)
+from vptt.agents.persona_gen.procedural import (
+                    PROCEDURAL_LABEL,
+                    REGIONS,
+                    generate_procedural,
+                    procedural_persona,
+)
+from vptt.agents.persona_gen.prompts import CONTENT_MIX, PostSlot, content_type_counts, plan_slots
+from vptt.agents.persona_gen.runner import (
+                    GenerationReport,
+                    generate_personas,
+                    load_seeds,
+                    select_seeds,
+                    write_procedural,
+)
 
 __all__ = [
     "CONTENT_MIX", "FACE_ATTRIBUTES", "OVERRIDE_RATES", "PROCEDURAL_LABEL", "REGIONS", "ExcludedProfile",

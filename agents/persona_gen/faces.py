@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdk.models import Persona, Post
+from vptt.core.models import Persona, Post
 
 FACE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "face_shape": ("oval", "round", "square", "heart-shaped", "diamond", "oblong"),
@@ -194,7 +194,7 @@ class RenderResult:
 def _generate(generator: Any, rp: RenderPrompt, init_image: Any) -> Any:
     """Call an ``ImageGenerator`` (a request) or any object with ``generate(prompt, *, seed, init_image)``."""
     try:
-        from agents.generators.base import GenerationRequest, ImageGenerator
+        from vptt.agents.generators.base import GenerationRequest, ImageGenerator
     except ImportError:  # pragma: no cover - the generators package is part of the SDK
         ImageGenerator = None  # type: ignore[assignment,misc]  # noqa: N806
     if ImageGenerator is not None and isinstance(generator, ImageGenerator):

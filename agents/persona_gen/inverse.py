@@ -30,11 +30,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sdk.errors import ConfigError, ProviderError
-from sdk.models import CANONICAL_CATEGORIES, Persona
-
-from . import prompts as P
-from .pipeline import JSONChat, MalformedReply, MalformedReplyError
+from vptt.agents.persona_gen import prompts as P
+from vptt.agents.persona_gen.pipeline import JSONChat, MalformedReply, MalformedReplyError
+from vptt.core.errors import ConfigError, ProviderError
+from vptt.core.models import CANONICAL_CATEGORIES, Persona
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 POST_TYPES = ("activity", "appreciation", "shared", "selfie")

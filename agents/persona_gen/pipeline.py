@@ -29,14 +29,13 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from agents._retry import ProviderAuthError, RetryConfig, call_with_retry, openai_client
-from sdk.errors import PersonaValidationError, ProviderError, VPTTError
-from sdk.models import Persona
-from sdk.personas import parse_persona
-
-from . import prompts as P
-from .faces import face_attributes, stable_u64
-from .procedural import REGIONS
+from vptt.agents.persona_gen import prompts as P
+from vptt.agents.persona_gen.faces import face_attributes, stable_u64
+from vptt.agents.persona_gen.procedural import REGIONS
+from vptt.core.errors import PersonaValidationError, ProviderError, VPTTError
+from vptt.core.models import Persona
+from vptt.core.personas import parse_persona
+from vptt.core.providers import ProviderAuthError, RetryConfig, call_with_retry, openai_client
 
 T = TypeVar("T")
 

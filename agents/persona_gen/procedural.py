@@ -21,10 +21,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from sdk.models import CANONICAL_CATEGORIES, Persona
-
-from .faces import face_attributes, stable_u64
-from .prompts import plan_slots
+from vptt.agents.persona_gen.faces import face_attributes, stable_u64
+from vptt.agents.persona_gen.prompts import plan_slots
+from vptt.core.models import CANONICAL_CATEGORIES, Persona
 
 PROCEDURAL_LABEL = "procedural (offline smoke-test data, not LLM-generated)"
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from sdk.models import CANONICAL_CATEGORIES
+from vptt.core.models import CANONICAL_CATEGORIES
 
 CONTENT_MIX: dict[str, float] = {"activity": 0.35, "appreciation": 0.25, "shared": 0.25, "selfie": 0.15}
 """The paper's content-type shares (supplement 9.4)."""

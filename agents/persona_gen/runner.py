@@ -26,13 +26,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from sdk._resultlog import ResultLog
-from sdk.errors import ConfigError
-from sdk.models import Persona
-
-from .faces import render_persona, stable_u64
-from .pipeline import (ExcludedProfile, GenerationConfig, InvalidPost, JSONChat, MalformedReply,
-                       PersonaOutcome, generate_persona, persona_id_for)
+from vptt.agents.persona_gen.faces import render_persona, stable_u64
+from vptt.agents.persona_gen.pipeline import (
+    ExcludedProfile,
+    GenerationConfig,
+    InvalidPost,
+    JSONChat,
+    MalformedReply,
+    PersonaOutcome,
+    generate_persona,
+    persona_id_for,
+)
+from vptt.core.errors import ConfigError
+from vptt.core.models import Persona
+from vptt.core.resultlog import ResultLog
 
 SEED_KEYS = ("persona", "text", "seed", "description", "input persona")
 """Keys read from JSONL seed lines (PersonaHub uses ``persona``)."""
@@ -250,7 +257,7 @@ def write_procedural(out_path: str | os.PathLike[str], n: int, *, seed: int = 0,
                      id_prefix: str = "proc_", report_path: str | os.PathLike[str] | None = None
                      ) -> GenerationReport:
     """Append ``n`` procedural personas (offline smoke-test data, not LLM-generated) to ``out_path``."""
-    from .procedural import PROCEDURAL_LABEL, procedural_persona
+    from vptt.agents.persona_gen.procedural import PROCEDURAL_LABEL, procedural_persona
 
     t0 = time.perf_counter()
     report = GenerationReport(mode="procedural", model=PROCEDURAL_LABEL, output=str(out_path), requested=n)

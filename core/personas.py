@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from .errors import ConfigError, FieldProblem, PersonaValidationError
-from .models import Persona
+from vptt.core.errors import ConfigError, FieldProblem, PersonaValidationError
+from vptt.core.models import Persona
 
 OnError = Literal["raise", "skip"]
 

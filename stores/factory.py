@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-from stores.base import PersonaStore
-from stores.embedders import Embedder
-
-from .settings import VPTTSettings
+from vptt.core.settings import VPTTSettings
+from vptt.stores.base import PersonaStore
+from vptt.stores.embedders import Embedder
 
 
 def build_embedder(settings: VPTTSettings) -> Embedder:
     """The configured embedder, wrapped in the on-disk cache unless ``embedding_cache`` is off."""
     if settings.embedder == "openai":
-        from stores.embedders import OpenAIEmbedder
+        from vptt.stores.embedders import OpenAIEmbedder
 
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        key = settings.api_key("embedder")
         inner: Embedder = OpenAIEmbedder(settings.embedder_model or "text-embedding-3-small",
-                                         dim=settings.embedding_dim or 1536, base_url=settings.openai_base_url,
+                                         dim=settings.embedding_dim or 1536, base_url=settings.base_url("embedder"),
                                          api_key=key, send_dimensions=settings.embedding_dim is not None)
     else:
-        from stores.embedders import MiniLMEmbedder
+        from vptt.stores.embedders import MiniLMEmbedder
 
         inner = MiniLMEmbedder(settings.embedder_model, device=settings.device)
     if not settings.embedding_cache:
         return inner
-    from stores.embedding_cache import CachedEmbedder
+    from vptt.stores.embedding_cache import CachedEmbedder
 
     return CachedEmbedder(inner, settings.cache_path)
 
@@ -31,10 +30,10 @@ def build_embedder(settings: VPTTSettings) -> Embedder:
 def build_store(settings: VPTTSettings, embedder: Embedder) -> PersonaStore:
     """The configured persona store: embedded Chroma, a Chroma server, or in-memory."""
     if settings.store == "memory":
-        from stores.memory import InMemoryPersonaStore
+        from vptt.stores.memory import InMemoryPersonaStore
 
         return InMemoryPersonaStore(embedder)
-    from stores.chroma import ChromaPersonaStore
+    from vptt.stores.chroma import ChromaPersonaStore
 
     if settings.chroma_host:
         return ChromaPersonaStore(embedder, host=settings.chroma_host, port=settings.chroma_port,

@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from sdk.errors import ConfigError, VPTTError
+from vptt.core.errors import ConfigError, VPTTError
 
 if TYPE_CHECKING:
-    from evaluators.masked_similarity import MaskedPair, MaskedSimilarity, MaskedSimilarityResult
+    from vptt.evaluators.masked_similarity import MaskedPair, MaskedSimilarity, MaskedSimilarityResult
 
 _PAIR_FIELDS = ("reference", "reference_mask", "output", "output_mask", "prompt")
 _MODEL_HELP = ("SigLIP2 checkpoint directory or Hugging Face id (the paper's: "
@@ -22,7 +22,7 @@ _PAIRS_HELP = "JSONL of pairs (reference, reference_mask, output, output_mask, p
 
 def _build_scorer(model: str, **kwargs: Any) -> MaskedSimilarity:
     """Make the scorer (a seam for tests)."""
-    from evaluators.masked_similarity import MaskedSimilarity
+    from vptt.evaluators.masked_similarity import MaskedSimilarity
 
     return MaskedSimilarity(model, **kwargs)
 
@@ -30,7 +30,7 @@ def _build_scorer(model: str, **kwargs: Any) -> MaskedSimilarity:
 def read_pairs_jsonl(path: Path) -> list[MaskedPair]:
     """Read pairs from JSONL: one ``{"reference", "reference_mask", "output", "output_mask", "prompt",
     "subject"?}`` object per line; relative paths are taken from the file's folder."""
-    from evaluators.masked_similarity import MaskedPair
+    from vptt.evaluators.masked_similarity import MaskedPair
 
     pairs: list[MaskedPair] = []
     try:
@@ -57,7 +57,7 @@ def read_pairs_jsonl(path: Path) -> list[MaskedPair]:
 
 def _flag_pairs(reference: Optional[Path], reference_mask: Optional[Path], outputs: list[Path],
                 output_masks: list[Path], prompts: list[str], subject: Optional[str]) -> list[MaskedPair]:
-    from evaluators.masked_similarity import MaskedPair
+    from vptt.evaluators.masked_similarity import MaskedPair
 
     if reference is None or reference_mask is None or not outputs:
         raise ConfigError("give --pairs FILE.jsonl, or --reference, --reference-mask and at least one "

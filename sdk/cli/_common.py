@@ -7,9 +7,35 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
-from .errors import ConfigError, PersonaValidationError, VPTTError
+from vptt.core.errors import ConfigError, PersonaValidationError, VPTTError
 
 F = TypeVar("F", bound=Callable[..., Any])
+_state: dict[str, Any] = {}  # the root command's settings and the Personalizer built from them
+
+
+def set_settings(settings: Any) -> None:
+    """Record the root command's settings (``vptt --data-dir ... COMMAND``); drops a built Personalizer."""
+    _state["settings"] = settings
+    _state.pop("personalizer", None)
+
+
+def settings() -> Any:
+    """The root command's settings when run under ``vptt``, else from ``VPTT_*`` variables."""
+    from vptt.core.settings import VPTTSettings
+
+    return _state.get("settings") or VPTTSettings()
+
+
+def personalizer() -> Any:
+    """The Personalizer of this command (built once from :func:`settings`)."""
+    if "personalizer" not in _state:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        from vptt.agents.personalizer import Personalizer
+
+        _state["personalizer"] = Personalizer(settings=settings())
+    return _state["personalizer"]
 
 
 def cli_errors(fn: F) -> F:

@@ -1,29 +1,27 @@
-"""``personalize()`` and the :class:`Personalizer` it uses."""
+"""The :class:`Personalizer`: persona memory + VPRAG retrieval + composition (the text path)."""
 
 from __future__ import annotations
 
 import os
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agents.composer import Composer, TemplateComposer
-from agents.methods import CAPTION_METHODS, get_method
-from agents.vprag import VPRAGConfig
-from stores.base import PersonaStore
-from stores.embedders import Embedder
-from stores.records import EmbeddedPersona, embed_persona
-
-from .errors import EmptyQueryError, NoPostsError
-from .models import Persona
-from .personas import OnError, load_personas
-from .results import IngestReport, PersonalizationResult
-from .settings import VPTTSettings
+from vptt.agents.composer import Composer, TemplateComposer
+from vptt.agents.methods import CAPTION_METHODS, get_method
+from vptt.agents.results import IngestReport, PersonalizationResult
+from vptt.agents.vprag import VPRAGConfig
+from vptt.core.errors import EmptyQueryError, NoPostsError
+from vptt.core.models import Persona
+from vptt.core.personas import OnError, load_personas
+from vptt.core.settings import VPTTSettings
+from vptt.stores.base import PersonaStore
+from vptt.stores.embedders import Embedder
+from vptt.stores.records import EmbeddedPersona, embed_persona
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,7 +47,7 @@ class Personalizer:
     def __init__(self, store: PersonaStore | None = None, *, embedder: Embedder | None = None,
                  settings: VPTTSettings | None = None, composer: Composer | None = None,
                  config: VPRAGConfig | None = None, adhoc_cache_size: int = 256) -> None:
-        from .factory import build_embedder, build_store
+        from vptt.stores.factory import build_embedder, build_store
 
         self.settings = settings or VPTTSettings()
         s = self.settings
@@ -168,75 +166,3 @@ class Personalizer:
         return PersonalizationResult(prompt=prompt, query=query, method=method, persona_id=mem.persona_id,
                                      trace=trace, fallback=fallback,
                                      timings_ms={k: round(v * 1000, 3) for k, v in timings.items()})
-
-
-_default: Personalizer | None = None
-_default_lock = threading.Lock()
-_agents: weakref.WeakKeyDictionary[Personalizer, Any] = weakref.WeakKeyDictionary()
-_BARE_ONLY = ("config", "composer", "strict")
-
-
-def default_personalizer() -> Personalizer:
-    """The process-wide Personalizer built from ``VPTT_*`` settings on first use."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = Personalizer()
-        return _default
-
-
-def agent_for(personalizer: Personalizer) -> Any:
-    """The :class:`~sdk.agent.PersonalizationAgent` that ``personalize()`` runs for this Personalizer.
-
-    One agent (one compiled graph) per Personalizer. Its text gate scores prompts only when
-    ``settings.text_gate_threshold`` is set; with no generator the graph stops after the text gate.
-    """
-    with _default_lock:
-        agent = _agents.get(personalizer)
-        if agent is None:
-            from agents.gates import TextGateConfig
-
-            from .agent import PersonalizationAgent
-
-            threshold = personalizer.settings.text_gate_threshold
-            gate = TextGateConfig() if threshold is None else TextGateConfig(threshold=threshold)
-            agent = PersonalizationAgent(personalizer, text_scorer=None if threshold is None else "vptt",
-                                         text_gate=gate)
-            _agents[personalizer] = agent
-        return agent
-
-
-def personalize(persona: Persona | str, query: str, *, method: str = "vprag",
-                personalizer: Personalizer | None = None, agent: Any = None, thread_id: str | None = None,
-                **kwargs: Any) -> PersonalizationResult:
-    """Personalize ``query`` for ``persona`` by running the agent graph (load → retrieve → compose → text gate).
-
-    Args:
-        persona: a :class:`Persona` or the id of a stored persona.
-        query: what the user asked for.
-        method: ``vprag`` (default), ``baseline``, ``persona_only``, ``brag`` or ``comb``.
-        personalizer: whose store and settings to use (default: built from ``VPTT_*`` settings).
-        agent: a configured :class:`~sdk.agent.PersonalizationAgent` (LLM composer, generator, gates).
-        thread_id: checkpoint thread of this run (with an agent that has a checkpointer).
-        **kwargs: ``config``, ``composer`` or ``strict`` run the bare path
-            (:meth:`Personalizer.personalize`) with those per-call settings.
-
-    Returns:
-        The result; from the graph it is an :class:`~sdk.agent.AgentResult` (a PersonalizationResult with
-        gate decisions, candidates and images).
-    """
-    unknown = set(kwargs) - set(_BARE_ONLY)
-    if unknown:
-        raise TypeError(f"personalize() got unexpected arguments {sorted(unknown)}")
-    p = personalizer or (agent.personalizer if agent is not None else default_personalizer())
-    if kwargs:
-        return p.personalize(persona, query, method=method, **kwargs)
-    return (agent or agent_for(p)).run(persona, query, method=method, thread_id=thread_id)
-
-
-async def apersonalize(persona: Persona | str, query: str, *, method: str = "vprag",
-                       personalizer: Personalizer | None = None, agent: Any = None,
-                       thread_id: str | None = None) -> PersonalizationResult:
-    """Async :func:`personalize` (runs the graph with ``ainvoke``)."""
-    p = personalizer or (agent.personalizer if agent is not None else default_personalizer())
-    return await (agent or agent_for(p)).arun(persona, query, method=method, thread_id=thread_id)

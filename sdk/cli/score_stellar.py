@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from sdk.errors import ConfigError, VPTTError
+from vptt.core.errors import ConfigError, VPTTError
 
 if TYPE_CHECKING:
-    from evaluators.stellar import IdentityImages, StellarEvaluator, StellarResult, StellarSample
+    from vptt.evaluators.stellar import IdentityImages, StellarEvaluator, StellarResult, StellarSample
 
 
 def _build_evaluator(**kwargs: Any) -> StellarEvaluator:
     """Make the evaluator (a seam for tests)."""
-    from evaluators.stellar import StellarEvaluator
+    from vptt.evaluators.stellar import StellarEvaluator
 
     return StellarEvaluator(**kwargs)
 
@@ -40,8 +40,8 @@ def build_faces(spec: Optional[str], device: str, dtype: str) -> Any:
         return None
     kind, _, rest = spec.partition(":")
     if kind == "aligned":
-        from evaluators._image_encoders import load_image_encoder
-        from evaluators.stellar import AlignedFaceCrops
+        from vptt.evaluators._image_encoders import load_image_encoder
+        from vptt.evaluators.stellar import AlignedFaceCrops
 
         return AlignedFaceCrops(load_image_encoder(rest, device=device, dtype=dtype))
     return load_factory(spec)
@@ -50,8 +50,8 @@ def build_faces(spec: Optional[str], device: str, dtype: str) -> Any:
 def read_samples(path: Path) -> list[StellarSample]:
     """JSONL, one ``{"image", "identity", "prompt"?, "objects"?, "relations"? [[s, p, o]], "reference"?}``
     per line; image paths are relative to the file's folder."""
-    from evaluators._canvas import load_image
-    from evaluators.stellar import Relation, StellarSample
+    from vptt.evaluators._canvas import load_image
+    from vptt.evaluators.stellar import Relation, StellarSample
 
     samples = []
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -73,8 +73,8 @@ def read_samples(path: Path) -> list[StellarSample]:
 
 def read_identities(root: Path, attributes: Optional[Path], names: set[str]) -> dict[str, IdentityImages]:
     """``root/<identity>/*`` images and optional attribute labels ``{identity: {attr: 0|1}}``."""
-    from evaluators._canvas import list_images, load_image
-    from evaluators.stellar import IdentityImages
+    from vptt.evaluators._canvas import list_images, load_image
+    from vptt.evaluators.stellar import IdentityImages
 
     labels = json.loads(attributes.read_text(encoding="utf-8")) if attributes is not None else {}
     return {name: IdentityImages(tuple(load_image(p) for p in list_images(root / name)),
@@ -124,8 +124,8 @@ def register(score_app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
     ) -> None:
         """Identity (IPS, SIS), attributes (APS), objects (GOA) and relations (RFS) of generated images."""
-        from evaluators._image_encoders import dump_json
-        from evaluators.stellar import OwlDetector
+        from vptt.evaluators._image_encoders import dump_json
+        from vptt.evaluators.stellar import OwlDetector
 
         try:
             batch = read_samples(samples)

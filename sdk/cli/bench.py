@@ -7,7 +7,6 @@ from the root options (``vptt --chroma-host H --chroma-port P bench run ...``) o
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, TypeVar
@@ -15,21 +14,13 @@ from typing import Any, Optional, TypeVar
 import typer
 from rich.console import Console
 
-from ._cliutil import cli_errors, parse_pairs
+from vptt.sdk.cli._common import cli_errors, parse_pairs
+from vptt.sdk.cli._common import settings as cli_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
 err = Console(stderr=True)
 DEFAULT_METHODS = "baseline,persona_only,brag,vprag,comb"
-
-
-def _settings() -> Any:
-    """The root command's settings when run under ``vptt``, else from ``VPTT_*`` variables."""
-    from .settings import VPTTSettings
-
-    cli = sys.modules.get("sdk.cli")
-    state = getattr(cli, "_state", {}) if cli is not None else {}
-    return state.get("settings") or VPTTSettings()
 
 
 def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False,  # noqa: A002
@@ -58,12 +49,11 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
         progress: bool = typer.Option(True, help="Progress bar with ETA on stderr."),
         as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON.")) -> None:
     """Personas x tasks x methods -> rows.jsonl (+ images); continues an interrupted run in --out."""
-    from agents.tasks import PAPER_TABLE3
-    from agents.vprag import VPRAGConfig
+    from vptt.agents.tasks import PAPER_TABLE3
+    from vptt.agents.vprag import VPRAGConfig
+    from vptt.sdk.bench import BenchRecipe, run_bench
 
-    from .bench import BenchRecipe, run_bench
-
-    settings = _settings()
+    settings = cli_settings()
     recipe = BenchRecipe(settings=settings, generator=generator,
                          generator_options=parse_pairs(generator_option, "--generator-option"),
                          image_metrics=parse_pairs(image_metric, "--image-metric"), judge=judge)
@@ -78,7 +68,7 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
                        progress=progress)
     html = None
     if report:
-        from evaluators.bench_report import bench_report
+        from vptt.evaluators.bench_report import bench_report
 
         html = str(bench_report(out).html)
     if as_json:
@@ -98,7 +88,7 @@ def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, hel
            title: str = typer.Option("VPTT-Bench report", help="Report title."),
            as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON.")) -> None:
     """Paper-style tables, plots and a self-contained HTML page for a bench run."""
-    from evaluators.bench_report import bench_report
+    from vptt.evaluators.bench_report import bench_report
 
     rep = bench_report(run_dir, out, map_method=map_method, title=title)  # type: ignore[arg-type]
     if as_json:

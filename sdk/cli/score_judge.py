@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from evaluators._canvas import list_images
-from evaluators.vlm_judge import JudgeConfig, JudgeResult, VLMJudge
-from sdk.errors import VPTTError
+from vptt.core.errors import VPTTError
+from vptt.evaluators._canvas import list_images
+from vptt.evaluators.vlm_judge import JudgeConfig, JudgeResult, VLMJudge
 
 
 def _build_judge(config: JudgeConfig) -> VLMJudge:
@@ -66,7 +66,7 @@ def register(score_app: typer.Typer) -> None:
         model: str = typer.Option("gpt-4o", "--model", help="Vision chat model name."),
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint URL."),
         api_key: Optional[str] = typer.Option(
-            None, "--api-key", envvar="VPTT_JUDGE_API_KEY", show_default=False,
+            None, "--api-key", envvar=["VPTT_JUDGE_API_KEY", "OPENAI_API_KEY"], show_default=False,
             help="API key (else env VPTT_JUDGE_API_KEY, then OPENAI_API_KEY)."),
         temperature: float = typer.Option(0.0, "--temperature"),
         seed: int = typer.Option(42, "--seed"),

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sdk.errors import (  # noqa: F401 - re-exported for callers of this module
+from vptt.core.errors import (  # noqa: F401 - re-exported for callers of this module
     ConfigError,
     GenerationError,
     ProviderAuthError,

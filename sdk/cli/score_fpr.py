@@ -7,22 +7,22 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from sdk.errors import ConfigError, VPTTError
+from vptt.core.errors import ConfigError, VPTTError
 
 if TYPE_CHECKING:
-    from evaluators.fpr import FinerPersonalizationRank, FPRResult
+    from vptt.evaluators.fpr import FinerPersonalizationRank, FPRResult
 
 
 def _build_ranker(encoder: str, **kwargs: Any) -> FinerPersonalizationRank:
     """Make the ranker (a seam for tests)."""
-    from evaluators.fpr import FinerPersonalizationRank
+    from vptt.evaluators.fpr import FinerPersonalizationRank
 
     return FinerPersonalizationRank(encoder, **kwargs)
 
 
 def reference_files(sources: list[Path]) -> list[Path]:
     """Image files given directly or found (recursively) under the given folders."""
-    from evaluators._canvas import IMAGE_SUFFIXES
+    from vptt.evaluators._canvas import IMAGE_SUFFIXES
 
     files: list[Path] = []
     for src in sources:
@@ -75,8 +75,8 @@ def register(score_app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
     ) -> None:
         """Rank each generated image against the gallery of its group: mAP, Recall@k, same-identity cosine."""
-        from evaluators._image_encoders import dump_json
-        from evaluators.fpr import build_gallery, scan_labelled_dir
+        from vptt.evaluators._image_encoders import dump_json
+        from vptt.evaluators.fpr import build_gallery, scan_labelled_dir
 
         try:
             built = build_gallery(scan_labelled_dir(gallery), reference_files(references),

@@ -7,7 +7,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .results import PersonalizationResult
+from vptt.agents.results import PersonalizationResult
 
 
 def _posts_table(result: PersonalizationResult, max_rows: int) -> Table:

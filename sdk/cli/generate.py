@@ -13,8 +13,8 @@ from typing import Any, Optional, TypeVar
 import typer
 from rich.console import Console
 
-from sdk.errors import ConfigError
-from sdk._cliutil import cli_errors, parse_pairs
+from vptt.core.errors import ConfigError
+from vptt.sdk.cli._common import cli_errors, parse_pairs, personalizer
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -23,7 +23,7 @@ _KEY_ENV = ["VPTT_LLM_API_KEY", "OPENAI_API_KEY"]
 
 
 def _chat(model: str, base_url: Optional[str], api_key: Optional[str], json_mode: bool = True) -> Any:
-    from .pipeline import JSONChat, LLMConfig
+    from vptt.agents.persona_gen.pipeline import JSONChat, LLMConfig
 
     return JSONChat(LLMConfig(model=model, base_url=base_url, api_key=api_key, json_mode=json_mode))
 
@@ -59,8 +59,8 @@ def generate(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """Generate VPTT-Bench personas (supplement 9) from seed texts through an OpenAI-compatible chat model."""
-    from .procedural import PROCEDURAL_LABEL
-    from .runner import generate_personas, load_seeds, select_seeds, write_procedural
+    from vptt.agents.persona_gen.procedural import PROCEDURAL_LABEL
+    from vptt.agents.persona_gen.runner import generate_personas, load_seeds, select_seeds, write_procedural
 
     if procedural:
         rep = write_procedural(out, procedural, seed=seed, n_posts=posts, id_prefix=id_prefix or "proc_",
@@ -71,7 +71,7 @@ def generate(
         raise ConfigError("give a SEEDS file (or --procedural N for offline smoke-test data)")
     if sample not in ("sequential", "hash"):
         raise ConfigError(f"--sample must be sequential or hash, got {sample!r}")
-    from .pipeline import GenerationConfig
+    from vptt.agents.persona_gen.pipeline import GenerationConfig
 
     texts = load_seeds(seeds)
     indices = select_seeds(len(texts), count, offset=offset, mode=sample)  # type: ignore[arg-type]
@@ -79,7 +79,7 @@ def generate(
                            **({"id_prefix": id_prefix} if id_prefix else {}))
     generator = None
     if render != "none":
-        from agents.generators import build_generator
+        from vptt.agents.generators import build_generator
 
         generator = build_generator(render, **parse_pairs(render_option or [], "--render-option"))
     rep = generate_personas(texts, out, chat=_chat(model, base_url, api_key, json_mode), config=cfg,
@@ -94,13 +94,7 @@ def generate(
 
 
 def _default_personalizer() -> Any:
-    try:
-        from sdk.cli import _personalizer
-    except ImportError:  # pragma: no cover - sdk.cli is part of the package
-        from sdk.personalizer import Personalizer
-
-        return Personalizer()
-    return _personalizer()
+    return personalizer()
 
 
 def register_bench(bench_app: typer.Typer) -> None:
@@ -135,7 +129,7 @@ def register_root(app: typer.Typer, get_personalizer: Callable[[], Any] | None =
         as_json: bool = typer.Option(False, "--json", help="Print the persona as JSON."),
     ) -> None:
         """Caption your own photos into a persona (inverse mode) and upsert it; images are never stored."""
-        from .inverse import InverseConfig, build_persona_from_photos, ingest_photos
+        from vptt.agents.persona_gen.inverse import InverseConfig, build_persona_from_photos, ingest_photos
 
         demo = {k: v for k, v in {"age": age, "gender": gender, "city": city, "country": country,
                                   "occupation": occupation}.items() if v is not None}

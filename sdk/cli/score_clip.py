@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from sdk.errors import ConfigError, VPTTError
+from vptt.core.errors import ConfigError, VPTTError
 
 if TYPE_CHECKING:
-    from evaluators.clip_dino import ClipDinoEvaluator, ClipDinoReport
+    from vptt.evaluators.clip_dino import ClipDinoEvaluator, ClipDinoReport
 
 
 def _build_evaluator(**kwargs: Any) -> ClipDinoEvaluator:
     """Make the evaluator (a seam for tests)."""
-    from evaluators.clip_dino import ClipDinoEvaluator
+    from vptt.evaluators.clip_dino import ClipDinoEvaluator
 
     return ClipDinoEvaluator(**kwargs)
 
@@ -45,7 +45,7 @@ def _prompt_for(image: Path, root: Path, table: dict[str, str], default: Optiona
 def collect_subjects(generated: Path, references: Optional[Path], prompts: dict[str, str],
                      prompt: Optional[str]) -> dict[str, tuple[list[Any], list[Any], Optional[list[str]]]]:
     """``{subject: (generated, references, prompts)}`` from flat folders or per-subject sub-folders."""
-    from evaluators._canvas import list_images, load_image
+    from vptt.evaluators._canvas import list_images, load_image
 
     subdirs = sorted(p for p in generated.iterdir() if p.is_dir()) if generated.is_dir() else []
     pairs = [(d.name, d, None if references is None else references / d.name) for d in subdirs] or [
@@ -102,7 +102,7 @@ def register(score_app: typer.Typer) -> None:
         out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
     ) -> None:
         """CLIP-I and DINO (mean cosine to the references) and CLIP-T (100 x cosine to the prompt)."""
-        from evaluators._image_encoders import dump_json
+        from vptt.evaluators._image_encoders import dump_json
 
         try:
             if not generated.exists():

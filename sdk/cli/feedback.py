@@ -10,28 +10,28 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 
 import typer
 
-from sdk.errors import ConfigError, VPTTError
-from sdk._cliutil import cli_errors
+from vptt.core.errors import ConfigError, VPTTError
+from vptt.sdk.cli._common import cli_errors
 
 if TYPE_CHECKING:
-    from evaluators.feedback import EpochStats, FeedbackMetrics
-    from evaluators.feedback_llm import LLMDataConfig, LLMDataGenerator
-    from stores.embedders import Embedder
+    from vptt.evaluators.feedback import EpochStats, FeedbackMetrics
+    from vptt.evaluators.feedback_llm import LLMDataConfig, LLMDataGenerator
+    from vptt.stores.embedders import Embedder
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _build_embedder() -> Embedder:
     """The embedder from ``VPTT_*`` settings (MiniLM by default, with the on-disk cache); a seam for tests."""
-    from sdk.factory import build_embedder
-    from sdk.settings import VPTTSettings
+    from vptt.core.settings import VPTTSettings
+    from vptt.stores.factory import build_embedder
 
     return build_embedder(VPTTSettings())
 
 
 def _build_generator(config: LLMDataConfig) -> LLMDataGenerator:
     """The LLM data generator (a seam for tests, which pass their own HTTP client)."""
-    from evaluators.feedback_llm import LLMDataGenerator
+    from vptt.evaluators.feedback_llm import LLMDataGenerator
 
     return LLMDataGenerator(config)
 
@@ -73,7 +73,7 @@ def _fractions(text: str) -> tuple[float, float, float]:
 
 
 def _personas(path: Path) -> dict[str, Any]:
-    from sdk.personas import load_personas
+    from vptt.core.personas import load_personas
 
     return {p.persona_id: p for p in load_personas(path)}
 
@@ -94,7 +94,7 @@ def _metrics_table(rows: Sequence[tuple[str, FeedbackMetrics]], title: str) -> N
 def _metrics_doc(rows: Sequence[tuple[str, FeedbackMetrics]]) -> dict[str, Any]:
     from dataclasses import asdict
 
-    from evaluators.feedback import val_test_gap
+    from vptt.evaluators.feedback import val_test_gap
 
     doc: dict[str, Any] = {name: asdict(m) for name, m in rows}
     found = dict(rows)
@@ -104,7 +104,7 @@ def _metrics_doc(rows: Sequence[tuple[str, FeedbackMetrics]]) -> dict[str, Any]:
 
 
 def _load_split_examples(data: Path) -> list[Any]:
-    from evaluators.feedback_data import read_examples, with_splits
+    from vptt.evaluators.feedback_data import read_examples, with_splits
 
     examples = read_examples(data)
     if not examples:
@@ -120,7 +120,7 @@ def _load_split_examples(data: Path) -> list[Any]:
 
 
 def _data(personas: Path, out: Path, source: str, config: LLMDataConfig, splits: str, strict: bool) -> None:
-    from evaluators.feedback_data import synthetic_examples, with_splits, write_examples
+    from vptt.evaluators.feedback_data import synthetic_examples, with_splits, write_examples
 
     fractions = _fractions(splits)
     people = list(_personas(personas).values())
@@ -150,8 +150,8 @@ def _data(personas: Path, out: Path, source: str, config: LLMDataConfig, splits:
 
 def _train(data: Path, personas: Path, out: Path, settings: dict[str, Any], threads: Optional[int],
            plot: Optional[Path], as_json: bool) -> None:
-    from evaluators.feedback import FeedbackConfig, evaluate, train_feedback
-    from evaluators.feedback_data import featurize, split_arrays
+    from vptt.evaluators.feedback import FeedbackConfig, evaluate, train_feedback
+    from vptt.evaluators.feedback_data import featurize, split_arrays
 
     examples = _load_split_examples(data)
     embedder = _build_embedder()
@@ -188,8 +188,8 @@ def _train(data: Path, personas: Path, out: Path, settings: dict[str, Any], thre
 
 def _eval(model_dir: Path, data: Path, personas: Path, split: str, allow_mismatch: bool,
           as_json: bool) -> None:
-    from evaluators.feedback import FeedbackModel, evaluate
-    from evaluators.feedback_data import SPLITS, featurize, split_arrays
+    from vptt.evaluators.feedback import FeedbackModel, evaluate
+    from vptt.evaluators.feedback_data import SPLITS, featurize, split_arrays
 
     if split not in (*SPLITS, "all"):
         raise ConfigError(f"--split must be one of train, val, test, all; got {split!r}")
@@ -229,7 +229,7 @@ def register(app: typer.Typer) -> None:
                                    help="llm (the paper's recipe) or synthetic (offline stand-in)."),
         model: str = typer.Option("gpt-4o", "--model", help="Chat model name."),
         base_url: Optional[str] = typer.Option(None, "--base-url", help="OpenAI-compatible endpoint URL."),
-        api_key: Optional[str] = typer.Option(None, "--api-key", envvar="VPTT_FEEDBACK_API_KEY",
+        api_key: Optional[str] = typer.Option(None, "--api-key", envvar=["VPTT_LLM_API_KEY", "OPENAI_API_KEY"],
                                               show_default=False, help="Else OPENAI_API_KEY."),
         temperature: float = typer.Option(0.7, "--temperature"),
         seed: int = typer.Option(42, "--seed"),
@@ -241,7 +241,7 @@ def register(app: typer.Typer) -> None:
         strict: bool = typer.Option(False, "--strict", help="Exit 1 if any persona failed."),
     ) -> None:
         """Label prompts per persona (20 aligned, 20 misaligned, 10 neutral) with profile-level splits."""
-        from evaluators.feedback_llm import LLMDataConfig
+        from vptt.evaluators.feedback_llm import LLMDataConfig
 
         config = LLMDataConfig(model=model, base_url=base_url, api_key=api_key, temperature=temperature,
                                seed=seed, n_aligned=n_aligned, n_misaligned=n_misaligned, n_neutral=n_neutral,

@@ -1,0 +1,179 @@
+"""One settings object for the whole SDK (pydantic-settings).
+
+Precedence, highest first: **arguments** (``VPTTSettings(tau=0.2)``, CLI options) > **environment**
+(``VPTT_<FIELD>``, e.g. ``VPTT_TAU=0.2``) > **defaults**. Remote providers have one role each (embedder,
+LLM composer, image generator, VLM judge) with its own ``*_api_key`` and ``*_base_url``; a role without a
+key falls back to ``OPENAI_API_KEY``.
+
+Example:
+    >>> s = VPTTSettings(tau=0.2, store="memory")
+    >>> s.tau, s.store
+    (0.2, 'memory')
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from vptt.core.errors import ConfigError
+
+Role = Literal["embedder", "llm", "images", "judge"]
+ROLES: tuple[str, ...] = ("embedder", "llm", "images", "judge")
+_RENAMED = {"VPTT_OPENAI_API_KEY": "VPTT_EMBEDDER_API_KEY", "VPTT_OPENAI_BASE_URL": "VPTT_EMBEDDER_BASE_URL",
+            "VPTT_FEEDBACK_API_KEY": "VPTT_LLM_API_KEY"}
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def default_data_dir() -> Path:
+    """The per-user data directory: ``$XDG_DATA_HOME/vptt`` (``~/.local/share/vptt``) on Linux,
+    ``~/Library/Application Support/vptt`` on macOS, ``%LOCALAPPDATA%\\vptt`` on Windows."""
+    if sys.platform == "win32":
+        base = os.environ.get("LOCALAPPDATA") or str(Path.home() / "AppData" / "Local")
+        return Path(base) / "vptt"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "vptt"
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "vptt"
+
+
+class VPTTSettings(BaseSettings):
+    """Where personas live, how texts are embedded, VPRAG defaults and the remote providers.
+
+    Every field can be given as an argument or an environment variable ``VPTT_<FIELD>`` (arguments win).
+    Invalid values raise :class:`~vptt.core.errors.ConfigError` naming the setting and where it came from.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VPTT_", extra="forbid", validate_default=True)
+
+    # -- where persona memory lives
+    data_dir: Path = Field(default_factory=default_data_dir,
+                           description="embedded Chroma database and embedding cache (per-user by default)")
+    store: Literal["chroma", "memory"] = "chroma"
+    chroma_host: str | None = Field(default=None, description="a Chroma server instead of the embedded DB")
+    chroma_port: int = Field(default=8000, ge=1, le=65535)
+    chroma_ssl: bool = False
+    collection_prefix: str = "vptt"
+    # -- embeddings
+    embedder: Literal["minilm", "openai"] = "minilm"
+    embedder_model: str | None = Field(default=None, description="MiniLM directory, or OpenAI model name")
+    embedding_dim: int | None = Field(default=None, gt=0, description="vector size of an OpenAI-compatible model")
+    embedder_base_url: str | None = None
+    embedder_api_key: SecretStr | None = None
+    embedding_cache: bool = True
+    device: str = Field(default="cpu", description="cpu, cuda, cuda:N or mps (local models)")
+    # -- retrieval and composition
+    tau: float = Field(default=0.1, gt=0, description="softmax temperature of the post weights")
+    per_category_budget: int = Field(default=3, ge=0)
+    token_budget: int | None = Field(default=None, gt=0)
+    include_summary: bool = False
+    text_gate_threshold: float | None = Field(
+        default=None, ge=0, le=1, description="VPTT_score threshold of the text gate in personalize(); None scores "
+                                              "nothing")
+    # -- remote providers, one role each (key falls back to OPENAI_API_KEY)
+    llm_model: str = "gpt-4o-mini"
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    images_model: str = "gpt-image-1"
+    images_base_url: str | None = None
+    images_api_key: SecretStr | None = None
+    judge_model: str = "gpt-4o"
+    judge_base_url: str | None = None
+    judge_api_key: SecretStr | None = None
+    request_timeout_s: float = Field(default=60.0, gt=0, description="hard timeout of one provider request")
+
+    def __init__(self, **values: Any) -> None:
+        _check_environment()
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, values)) from None
+
+    @field_validator("tau", "request_timeout_s", "text_gate_threshold")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        v = v.strip().lower()
+        if not _DEVICE.match(v):
+            raise ValueError("must be cpu, cuda, cuda:N or mps")
+        return v
+
+    @property
+    def chroma_path(self) -> Path:
+        return self.data_dir / "chroma"
+
+    @property
+    def cache_path(self) -> Path:
+        return self.data_dir / "embeddings.sqlite"
+
+    def api_key(self, role: Role) -> str | None:
+        """The API key of a provider role: ``VPTT_<ROLE>_API_KEY``, else ``OPENAI_API_KEY``, else None."""
+        if role not in ROLES:
+            raise ConfigError(f"unknown provider role {role!r}; roles: {', '.join(ROLES)}")
+        key: SecretStr | None = getattr(self, f"{role}_api_key")
+        if key is not None and key.get_secret_value():
+            return key.get_secret_value()
+        return os.environ.get("OPENAI_API_KEY") or None
+
+    def base_url(self, role: Role) -> str | None:
+        """The endpoint of a provider role (None: the OpenAI SDK's default, or ``OPENAI_BASE_URL``)."""
+        if role not in ROLES:
+            raise ConfigError(f"unknown provider role {role!r}; roles: {', '.join(ROLES)}")
+        return getattr(self, f"{role}_base_url")  # type: ignore[no-any-return]
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain data, keys replaced by whether one is set (safe to log or print)."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) or name.endswith("_api_key"):
+                out[name] = "set" if value is not None else None
+            else:
+                out[name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _check_environment() -> None:
+    """Renamed variables are an error (silently ignoring them would surprise); unknown ones a warning."""
+    renamed = [f"{old} is now {new}" for old, new in _RENAMED.items() if old in os.environ]
+    if renamed:
+        raise ConfigError("renamed settings: " + "; ".join(renamed))
+    fields = {f"VPTT_{name.upper()}" for name in VPTTSettings.model_fields}
+    for var in os.environ:
+        if var.startswith("VPTT_") and var not in fields:
+            close = difflib.get_close_matches(var, sorted(fields), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.warn(f"unknown setting {var} is ignored{hint}", stacklevel=3)
+
+
+def _explain(exc: ValidationError, values: dict[str, Any]) -> str:
+    lines = []
+    for e in exc.errors():
+        name = str(e["loc"][0]) if e["loc"] else "?"
+        var = f"VPTT_{name.upper()}"
+        if name in values:
+            where = f"argument {name}={values[name]!r}"
+        elif var in os.environ:
+            where = f"environment {var}={os.environ[var]!r}"
+        else:
+            where = name
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(name, list(VPTTSettings.model_fields), n=1)
+            msg = "no such setting" + (f"; did you mean {close[0]}?" if close else "")
+        lines.append(f"{where}: {msg}")
+    return "invalid settings: " + "; ".join(lines)

@@ -1,0 +1,330 @@
+"""The worker side of ``vptt bench run``: what to compute for one persona (no file is written here).
+
+:class:`BenchRecipe` says how to build the heavy parts in any process (a Ray actor too), :class:`BenchWorker`
+turns one persona into a :class:`PersonaResult` (rows, images, judge scores). The driver in
+:mod:`vptt.sdk.bench` is the only writer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from vptt.agents.personalizer import Personalizer
+from vptt.agents.tasks import Task
+from vptt.agents.vprag import VPRAGConfig
+from vptt.core.errors import ConfigError
+from vptt.core.settings import VPTTSettings
+from vptt.core.vectors import encode_vector
+from vptt.sdk.evaluate import persona_rows
+from vptt.stores.records import EmbeddedPersona
+
+SEED_RULE = "int.from_bytes(sha256(f'{seed}|{persona_id}|{task}|{method}'.encode()).digest()[:4], 'big') >> 1"
+"""How each row's seed derives from the run seed (recorded in the manifest)."""
+
+
+
+def derive_seed(run_seed: int, persona_id: str, task: str, method: str) -> int:
+    """The row's seed in [0, 2**31): 31 bits of sha256 of ``"{seed}|{persona_id}|{task}|{method}"``.
+
+    Example:
+        >>> derive_seed(0, "alice", "garden", "vprag") == derive_seed(0, "alice", "garden", "vprag")
+        True
+    """
+    digest = hashlib.sha256(f"{run_seed}|{persona_id}|{task}|{method}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") >> 1
+
+
+def _resolve(spec: str) -> Any:
+    """``"package.module:attribute"`` -> the attribute."""
+    module, sep, attr = spec.partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"expected 'package.module:factory', got {spec!r}")
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import {spec!r}: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- components
+@dataclass(frozen=True)
+class ImageContext:
+    """What an image metric may look at besides the image."""
+
+    persona: EmbeddedPersona
+    task: Task
+    method: str
+    prompt: str
+    seed: int
+    init_image: Any = None
+
+
+ImageMetric = Callable[[Any, ImageContext], "float | Mapping[str, float]"]
+"""``metric(image, context) -> value`` or ``{name: value}``; a row stores them under ``image_metrics``."""
+
+
+class LengthBatchedEmbedder:
+    """Embeds texts in small batches of similar length.
+
+    One batch of a persona's 20 prompts (5 to 270 tokens) pads every prompt to the longest; batches of 4
+    sorted by length halve the CPU time of MiniLM on one thread. Rows come back in the input order.
+    """
+
+    def __init__(self, inner: Any, batch_size: int = 4) -> None:
+        self.inner = inner
+        self.batch_size = batch_size
+        self.name = getattr(inner, "name", type(inner).__name__)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = [np.asarray(self.inner.embed([texts[i] for i in order[k:k + self.batch_size]]))
+                 for k in range(0, len(order), self.batch_size)]
+        if not parts:
+            return np.asarray(self.inner.embed([]))
+        out = np.empty((len(texts), parts[0].shape[1]), dtype=parts[0].dtype)
+        out[order] = np.concatenate(parts)
+        return out
+
+
+@dataclass
+class BenchComponents:
+    """The objects one worker runs with, built once and reused for every persona.
+
+    Attributes:
+        personalizer: its store holds the personas; its embedder embeds queries and prompts.
+        scorer: a :class:`evaluators.vptt_score.VPTTScorer` (default: over ``personalizer.embedder`` through
+            :class:`LengthBatchedEmbedder`).
+        generator: optional; ``generate(prompt, *, seed=None, init_image=None)`` returning an object with
+            ``.image`` (PIL), or an :class:`agents.generators.ImageGenerator`.
+        image_metrics: name -> :data:`ImageMetric`, applied to every generated image.
+        judge: optional; ``judge(persona_id=, persona_images=, method_images=, prompt=, task=,
+            input_image=)`` returning per-method scores (``.scores`` or a mapping), like
+            :class:`evaluators.vlm_judge.VLMJudge`; called once per (persona, task) if the persona has
+            post images.
+    """
+
+    personalizer: Personalizer
+    scorer: Any = None
+    generator: Any = None
+    image_metrics: Mapping[str, ImageMetric] = field(default_factory=dict)
+    judge: Any = None
+
+    def __post_init__(self) -> None:
+        if self.scorer is None:
+            from vptt.evaluators.vptt_score import VPTTScorer
+
+            self.scorer = VPTTScorer(LengthBatchedEmbedder(self.personalizer.embedder))
+        if self.generator is not None and not callable(getattr(self.generator, "generate", None)):
+            raise ConfigError("generator must have a generate(...) method")
+        if (self.image_metrics or self.judge is not None) and self.generator is None:
+            raise ConfigError("image metrics and a judge need images: pass a generator too")
+
+    def describe(self) -> dict[str, Any]:
+        """Names for the manifest."""
+        name = (lambda o: None if o is None else str(getattr(o, "name", type(o).__name__)))  # noqa: E731
+        return {"generator": name(self.generator), "image_metrics": sorted(self.image_metrics),
+                "judge": name(self.judge)}
+
+
+@dataclass
+class BenchRecipe:
+    """How a worker builds its :class:`BenchComponents`; picklable, so Ray ships it to every actor.
+
+    Attributes:
+        settings: store and embedder settings (the Ray backend needs a Chroma server: ``chroma_host``).
+        generator: a generator name of :func:`agents.generators.build_generator` (``"diffusers"``,
+            ``"openai"``), ``"module:factory"``, or a zero-argument factory; None for the text path.
+        generator_options: keyword arguments for the named generator or factory.
+        image_metrics: metric name -> ``"module:factory"`` or a zero-argument factory returning the metric.
+        judge: ``"module:factory"`` or a zero-argument factory returning the judge.
+    """
+
+    settings: VPTTSettings = field(default_factory=VPTTSettings)
+    generator: Any = None
+    generator_options: dict[str, Any] = field(default_factory=dict)
+    image_metrics: dict[str, Any] = field(default_factory=dict)
+    judge: Any = None
+
+    @staticmethod
+    def _make(spec: Any, **kwargs: Any) -> Any:
+        return (_resolve(spec) if isinstance(spec, str) else spec)(**kwargs)
+
+    def build_personalizer(self) -> Personalizer:
+        """The Personalizer alone (cheap: models load on first use)."""
+        return Personalizer(settings=self.settings)
+
+    def build(self) -> BenchComponents:
+        """Every component (loads nothing heavy until first use where the component is lazy)."""
+        gen = None
+        if isinstance(self.generator, str) and ":" not in self.generator:
+            from vptt.agents.generators import build_generator
+
+            gen = build_generator(self.generator, **self.generator_options)
+        elif self.generator is not None:
+            gen = self._make(self.generator, **self.generator_options)
+        metrics = {k: self._make(v) for k, v in self.image_metrics.items()}
+        judge = self._make(self.judge) if self.judge is not None else None
+        return BenchComponents(self.build_personalizer(), generator=gen, image_metrics=metrics, judge=judge)
+
+    def describe(self) -> dict[str, Any]:
+        """Names for the manifest (the specs as given; factories by qualified name)."""
+        name = (lambda s: s if s is None or isinstance(s, str)  # noqa: E731
+                else f"{getattr(s, '__module__', '?')}:{getattr(s, '__qualname__', type(s).__name__)}")
+        return {"generator": name(self.generator), "image_metrics": sorted(self.image_metrics),
+                "judge": name(self.judge)}
+
+
+# --------------------------------------------------------------------------- worker side
+@dataclass(frozen=True)
+class BenchPlan:
+    """What to compute for each persona (picklable)."""
+
+    tasks: tuple[Task, ...]
+    methods: tuple[str, ...]
+    config: VPRAGConfig
+    seed: int = 0
+
+
+@dataclass
+class PersonaResult:
+    """One persona's output: its rows, its record for ``personas.jsonl`` and its PNG files (relative path)."""
+
+    persona_id: str
+    rows: list[dict[str, Any]]
+    info: dict[str, Any]
+    images: dict[str, bytes] = field(default_factory=dict)
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+def safe_name(text: str) -> str:
+    """A path component for ``text``: itself when safe, else a cleaned stem plus 8 hex of its sha256."""
+    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", text):
+        return text
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:60] or "x"
+    return f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+def image_relpath(persona_id: str, task: str, method: str) -> str:
+    """``images/<persona>/<task>/<method>.png`` (components made path-safe)."""
+    return "/".join(["images", safe_name(persona_id), safe_name(task), safe_name(method) + ".png"])
+
+
+def persona_info(mem: EmbeddedPersona) -> dict[str, Any]:
+    """The persona's record: demographics for colouring maps and its mean caption embedding."""
+    d = mem.persona.demographics
+    caps = np.asarray(mem.caption_embs, dtype=np.float64)
+    return {"persona_id": mem.persona_id, "age": d.age, "gender": d.gender, "country": d.country,
+            "occupation": d.occupation, "n_posts": int(caps.shape[0]),
+            "caption_mean": encode_vector(caps.mean(axis=0)) if caps.shape[0] else None}
+
+
+def _generate(gen: Any, prompt: str, seed: int, init_image: Any) -> Any:
+    try:
+        from vptt.agents.generators.base import GenerationRequest, ImageGenerator
+    except ImportError:  # pragma: no cover - generators are part of the package
+        ImageGenerator = None  # type: ignore[assignment]  # noqa: N806
+    if ImageGenerator is not None and isinstance(gen, ImageGenerator):
+        return gen.generate(GenerationRequest(prompt=prompt, seed=seed, init_image=init_image)).image
+    return gen.generate(prompt, seed=seed, init_image=init_image).image
+
+
+def _png(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class BenchWorker:
+    """Computes :class:`PersonaResult`s with components built once (in-process, or one per Ray actor)."""
+
+    def __init__(self, components: BenchComponents, plan: BenchPlan) -> None:
+        self.c = components
+        self.plan = plan
+        self._query_embs: dict[str, np.ndarray] | None = None
+        self._init_images: dict[str, Any] = {}
+
+    def query_embs(self) -> dict[str, np.ndarray]:
+        """Each task's query embedding (embedded once per worker)."""
+        if self._query_embs is None:
+            q = self.c.personalizer.embedder.embed([t.query for t in self.plan.tasks])
+            self._query_embs = {t.name: q[i] for i, t in enumerate(self.plan.tasks)}
+        return self._query_embs
+
+    def init_image(self, task: Task) -> Any:
+        """The task's input image (editing tasks with ``input_image``), loaded once."""
+        if task.input_image is None:
+            return None
+        if task.name not in self._init_images:
+            from PIL import Image
+
+            with Image.open(task.input_image) as im:
+                self._init_images[task.name] = im.convert("RGB")
+        return self._init_images[task.name]
+
+    def run(self, persona_id: str, skip: Iterable[tuple[str, str]] = ()) -> PersonaResult:
+        """Rows for every (task, method) of the persona not in ``skip`` (pairs of task and method names)."""
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        p, c = self.plan, self.c
+        mem = c.personalizer.store.embedded(persona_id)
+        if not mem.persona.posts:  # the VPTT score needs captions: recorded as skipped, never retried
+            info = {**persona_info(mem), "skipped": "no posts: the VPTT score needs the persona's captions"}
+            return PersonaResult(persona_id, [], info)
+        # a judge compares all methods of a task at once: recompute the whole persona then
+        done = set() if c.judge is not None else {(persona_id, t, m) for t, m in skip}
+        rows = persona_rows(c.personalizer, c.scorer, mem, p.tasks, p.methods, self.query_embs(), p.config,
+                            skip=done)
+        images: dict[str, bytes] = {}
+        tasks = {t.name: t for t in p.tasks}
+        for row in rows:
+            row["seed"] = derive_seed(p.seed, persona_id, row["task"], row["method"])
+            if c.generator is not None:
+                images.update(self._image(mem, tasks[row["task"]], row))
+        if c.judge is not None and rows:
+            self._judge(mem, rows, tasks)
+        return PersonaResult(persona_id, rows, persona_info(mem), images, round(time.perf_counter() - t0, 6),
+                             round(time.process_time() - cpu0, 6))
+
+    def _image(self, mem: EmbeddedPersona, task: Task, row: dict[str, Any]) -> dict[str, bytes]:
+        init = self.init_image(task)
+        image = _generate(self.c.generator, row["prompt"], row["seed"], init)
+        row["_image"] = image  # popped by _judge / below
+        rel = image_relpath(mem.persona_id, task.name, row["method"])
+        ctx = ImageContext(mem, task, row["method"], row["prompt"], row["seed"], init)
+        values: dict[str, float] = {}
+        for name, metric in self.c.image_metrics.items():
+            got = metric(image, ctx)
+            if isinstance(got, Mapping):
+                values.update({f"{name}.{k}": float(v) for k, v in got.items()})
+            else:
+                values[name] = float(got)
+        row["image"] = rel
+        row["image_metrics"] = values
+        data = _png(image)
+        if self.c.judge is None:
+            row.pop("_image")
+        return {rel: data}
+
+    def _judge(self, mem: EmbeddedPersona, rows: list[dict[str, Any]], tasks: dict[str, Task]) -> None:
+        posts = [post.image for post in mem.persona.posts if post.image]
+        for name in dict.fromkeys(r["task"] for r in rows):
+            trows = [r for r in rows if r["task"] == name]
+            scores: Mapping[str, Any] = {}
+            if posts:
+                task = tasks[name]
+                got = self.c.judge.judge(persona_id=mem.persona_id, persona_images=posts,
+                                         method_images={r["method"]: r["_image"] for r in trows},
+                                         prompt=task.query, task=task.kind, input_image=self.init_image(task))
+                scores = getattr(got, "scores", got)
+            for r in trows:
+                value = scores.get(r["method"])
+                r["judge"] = None if value is None else float(value)
+                r.pop("_image")

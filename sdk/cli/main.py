@@ -1,0 +1,111 @@
+"""The ``vptt`` command line (typer)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+
+from vptt.core.settings import VPTTSettings
+from vptt.data import SAMPLE_PERSONAS
+from vptt.sdk.cli._common import cli_errors, personalizer, set_settings
+
+app = typer.Typer(help="vptt: persona-aware visual personalization (VPRAG, VPTT score, evaluators).",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+score_app = typer.Typer(help="Image-level evaluators (MaSC, FPR, Stellar, CLIP/DINO, VLM judge).",
+                        no_args_is_help=True)
+bench_app = typer.Typer(help="VPTT-Bench: generate persona banks, run benchmarks, report.", no_args_is_help=True)
+app.add_typer(score_app, name="score")
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@app.callback()
+def main(data_dir: Optional[Path] = typer.Option(None, help="Data directory (default: $VPTT_DATA_DIR, else the per-user data directory)."),
+         store: Optional[str] = typer.Option(None, help="chroma (default) or memory."),
+         chroma_host: Optional[str] = typer.Option(None, help="Use a Chroma server at this host."),
+         chroma_port: Optional[int] = typer.Option(None, help="Port of the Chroma server.")) -> None:
+    """Options shared by every command (each also readable from VPTT_* environment variables)."""
+    overrides = {k: v for k, v in {"data_dir": data_dir, "store": store, "chroma_host": chroma_host,
+                                   "chroma_port": chroma_port}.items() if v is not None}
+    set_settings(VPTTSettings(**overrides))
+
+
+@app.command()
+@cli_errors
+def ingest(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Persona JSONL file."),
+           on_error: str = typer.Option("raise", help="raise: stop at the first bad line; skip: load the rest.")) -> None:
+    """Validate FILE and upsert its personas (idempotent: re-ingesting changes nothing)."""
+    report = personalizer().ingest(file, on_error=on_error, progress=True)  # type: ignore[arg-type]
+    console.print(f"created {len(report.created)}, updated {len(report.updated)}, "
+                  f"unchanged {len(report.unchanged)}; embedded {report.texts_embedded} texts")
+    for line in report.skipped:
+        err.print(f"[yellow]skipped[/yellow] {line}")
+
+
+DEMO_QUERIES = [
+    ("p01_kyoto_ceramicist", "A preferred outdoor spot"),
+    ("p07_oaxaca_chef", "A photo showing my next social media post with my style and content"),
+    ("p05_tromso_fisherman", "A cultural site I would visit on a weekend"),
+    ("p21_accra_kente_photographer", "Here is a convention center. Add a preferred event"),
+]
+
+
+@app.command()
+@cli_errors
+def demo(file: Path = typer.Option(SAMPLE_PERSONAS, help="Persona JSONL to ingest."),
+         methods: str = typer.Option("baseline,brag,vprag", help="Comma-separated methods to compare.")) -> None:
+    """Ingest the bundled sample personas and personalize a few queries, with traces. Offline."""
+    if not file.exists():
+        raise FileNotFoundError(f"sample personas not found at {file}; pass --file")
+    pz = personalizer()
+    console.rule("ingest")
+    report = pz.ingest(file, progress=True)
+    console.print(f"{file}: created {len(report.created)}, updated {len(report.updated)}, unchanged "
+                  f"{len(report.unchanged)}; embedded {report.texts_embedded} texts; store: {pz.store!r}")
+    from vptt.sdk.cli._render import render_result
+
+    stored = set(pz.store.list_ids())
+    for pid, query in DEMO_QUERIES:
+        if pid not in stored:
+            continue
+        console.rule(f"{pid}: {query}")
+        for m in methods.split(","):
+            result = pz.personalize(pid, query, method=m.strip())
+            render_result(result, console, trace=m.strip() == "vprag")
+
+
+def _register_groups() -> None:
+    """Command groups that live in their own modules of this package."""
+    from vptt.sdk.cli import (
+        bench,
+        evaluate,
+        feedback,
+        generate,
+        personalize,
+        personas,
+        score_clip,
+        score_fpr,
+        score_judge,
+        score_masc,
+        score_stellar,
+    )
+
+    personalize.register(app)
+    evaluate.register(app)
+    app.add_typer(personas.personas_app, name="personas")
+    for module in (score_masc, score_fpr, score_clip, score_stellar, score_judge):
+        module.register(score_app)
+    feedback.register(app)
+    generate.register_bench(bench_app)
+    generate.register_root(app)
+    bench.register_bench(bench_app)
+
+
+_register_groups()
