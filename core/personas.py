@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from vptt.core.errors import ConfigError, FieldProblem, PersonaValidationError
-from vptt.core.models import Persona
+from vptt.core.models import Persona, Post
 
 OnError = Literal["raise", "skip"]
 
@@ -56,6 +56,46 @@ def parse_persona(obj: Any, *, file: str = "<memory>", line: int = 0) -> Persona
             for e in exc.errors()
         ]
         raise PersonaValidationError(problems) from None
+
+
+def parse_post(obj: Any, *, file: str = "<memory>", line: int = 0) -> Post:
+    """Validate one decoded JSON value as a post, raising problems that name file, line and field."""
+    try:
+        return Post.model_validate(obj)
+    except ValidationError as exc:
+        problems = [
+            FieldProblem(file, line, _loc_to_field(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
+            for e in exc.errors()
+        ]
+        raise PersonaValidationError(problems) from None
+
+
+def parse_posts(text: str, *, file: str = "<memory>") -> list[Post]:
+    """Posts from a JSON object, a JSON array of objects, or JSONL (one post per line); all or nothing."""
+    stripped = text.strip()
+    if not stripped:
+        raise PersonaValidationError([FieldProblem(file, 0, "<json>", "no post given")])
+    try:
+        whole = json.loads(stripped)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict):
+        return [parse_post(whole, file=file, line=1)]
+    if isinstance(whole, list):
+        return [parse_post(obj, file=file, line=1) for obj in whole]
+    posts, problems = [], []
+    for n, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            posts.append(parse_post(json.loads(raw), file=file, line=n))
+        except json.JSONDecodeError as exc:
+            problems.append(FieldProblem(file, n, "<json>", f"invalid JSON at column {exc.colno}: {exc.msg}"))
+        except PersonaValidationError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise PersonaValidationError(problems)
+    return posts
 
 
 def _parse_line(raw: str, file: str, line: int) -> Persona:

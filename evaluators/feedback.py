@@ -271,6 +271,11 @@ class FeedbackMetrics:
     constant_mae: float
     constant_accuracy: float
 
+    @property
+    def beats_constant(self) -> bool:
+        """True when the model beats the constant predictor both on MSE (its loss) and on binned accuracy."""
+        return self.mse < self.constant_mse and self.accuracy > self.constant_accuracy
+
 
 def feedback_metrics(pred: np.ndarray, target: np.ndarray) -> FeedbackMetrics:
     """Metrics of predicted vs true scores (accuracy over the three score bins)."""

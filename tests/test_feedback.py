@@ -404,12 +404,19 @@ def test_cli_data_train_eval(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert "epoch   3/3" in res.output and "validation-test accuracy gap" in res.output
     assert {"model.safetensors", "config.json", "loss_curve.png"} <= {p.name for p in out.iterdir()}
     meta = json.loads((out / "config.json").read_text())["meta"]
-    assert len(meta["history"]) == 3 and set(meta["metrics"]) == {"val", "test", "val_test_gap"}
+    assert len(meta["history"]) == 3
+    assert set(meta["metrics"]) == {"val", "test", "val_test_gap", "no_better_than_constant"}
+    weak = meta["metrics"]["no_better_than_constant"]
+    for split in ("val", "test"):  # the loud warning appears exactly for the splits that lose to a constant
+        m = meta["metrics"][split]
+        loses = not (m["mse"] < m["constant_mse"] and m["accuracy"] > m["constant_accuracy"])
+        assert (split in weak) == loses
+        assert (f"WARNING: on the {split} split the model is NO BETTER" in res.output) == loses
     res = runner.invoke(app, ["feedback", "eval", "--model", str(out), "--data", str(tmp_path / "d.jsonl"),
                               "--personas", str(pfile), "--split", "all", "--json"])
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
-    assert set(doc) == {"train", "val", "test", "val_test_gap"}
+    assert set(doc) == {"train", "val", "test", "val_test_gap", "no_better_than_constant"}
     assert doc["test"]["accuracy"] == pytest.approx(meta["metrics"]["test"]["accuracy"])
 
 
@@ -428,6 +435,26 @@ def test_cli_data_llm_reports_failures(tmp_path: Path, monkeypatch: pytest.Monke
     assert "wrote 5 examples for 1 persona(s)" in res.output
     failures = [json.loads(x) for x in (tmp_path / "d.failures.jsonl").read_text().splitlines()]
     assert failures[0]["persona_id"] == "p1" and failures[0]["replies"] == ["oops"]
+
+
+def test_cli_data_exits_3_when_nothing_is_produced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(cli, "_build_generator",
+                        lambda cfg: LLMDataGenerator(cfg, http_client=httpx.Client()))
+    pfile = tmp_path / "p.jsonl"
+    dump_personas(personas(1), pfile)
+    with respx.mock(base_url=BASE) as mock:
+        mock.post("/chat/completions").mock(side_effect=[_chat("oops")])
+        res = CliRunner().invoke(_app(), [
+            "feedback", "data", "--personas", str(pfile), "--out", str(tmp_path / "d.jsonl"),
+            "--base-url", BASE, "--api-key", "sk-test", "--model", "m", "--retries", "0"])
+    assert res.exit_code == 3 and "no labelled example was produced" in res.output
+    assert not (tmp_path / "d.jsonl").exists()
+
+
+def test_beats_constant_is_strict() -> None:
+    t = np.array([0.1, 0.5, 0.9, 0.2])
+    assert feedback_metrics(t, t).beats_constant
+    assert not feedback_metrics(np.full(4, t.mean()), t).beats_constant  # the constant itself does not
 
 
 def test_cli_eval_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -5,11 +5,16 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from vptt.core.errors import ConfigError, PersonaValidationError, VPTTError
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_REJECTED = 0, 1, 2, 3
+EXIT_CODES_HELP = ("Exit codes: 0 success; 1 an error (store, provider, model, run); 2 invalid input (bad option, "
+                   "setting or persona file); 3 nothing accepted (a run rejected by its gates, or a command that "
+                   "produced nothing).")
 _state: dict[str, Any] = {}  # the root command's settings and the Personalizer built from them
 
 
@@ -38,19 +43,57 @@ def personalizer() -> Any:
     return _state["personalizer"]
 
 
-def cli_errors(fn: F) -> F:
-    """Turn SDK errors into a red message and an exit code: 2 for invalid input files, 1 otherwise."""
+def fail(exc: BaseException) -> NoReturn:
+    """Print one readable error line (no traceback) and exit: 2 for invalid input, 1 otherwise."""
     import typer
     from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+    code = EXIT_INVALID if isinstance(exc, (PersonaValidationError, ConfigError)) else EXIT_ERROR
+    raise typer.Exit(code) from None
+
+
+def cli_errors(fn: F) -> F:
+    """Turn SDK errors into one red line and an exit code (see :data:`EXIT_CODES_HELP`)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except (VPTTError, FileNotFoundError) as exc:
-            Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2 if isinstance(exc, PersonaValidationError) else 1) from None
+            fail(exc)
     return wrapper  # type: ignore[return-value]
+
+
+def configure_output(*, quiet: bool = False, log_level: str = "warning") -> None:
+    """Logging to stderr at ``log_level``; no model-loading bars ever; no progress bars at all when quiet."""
+    import logging
+    import os
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise ConfigError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
+    # model downloads/loads never draw bars on the command line (set before transformers is imported)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if quiet:
+        os.environ["TQDM_DISABLE"] = "1"
+        level = max(level, logging.ERROR)
+    _state["quiet"] = quiet
+    logger = logging.getLogger("vptt")
+    logger.setLevel(level)
+    if not any(getattr(h, "_vptt_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._vptt_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def quiet() -> bool:
+    """True under ``vptt --quiet``: print results and errors only."""
+    return bool(_state.get("quiet"))
 
 
 def parse_pairs(items: Iterable[str], what: str) -> dict[str, Any]:

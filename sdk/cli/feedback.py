@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 import typer
 
 from vptt.core.errors import ConfigError, VPTTError
-from vptt.sdk.cli._common import cli_errors
+from vptt.sdk.cli._common import EXIT_REJECTED, cli_errors
 
 if TYPE_CHECKING:
     from vptt.evaluators.feedback import EpochStats, FeedbackMetrics
@@ -138,6 +138,10 @@ def _data(personas: Path, out: Path, source: str, config: LLMDataConfig, splits:
         examples, failures = report.examples, report.failures
     else:
         raise ConfigError(f"--source must be 'llm' or 'synthetic', got {source!r}")
+    if not examples:
+        typer.echo(f"error: no labelled example was produced ({len(failures)} of {len(people)} persona(s) "
+                   "failed); nothing written", err=True)
+        raise typer.Exit(EXIT_REJECTED)
     n = write_examples(out, with_splits(examples, fractions))
     typer.echo(f"wrote {n} examples for {len(people) - len(failures)} persona(s) to {out}")
     if failures:
@@ -170,6 +174,8 @@ def _train(data: Path, personas: Path, out: Path, settings: dict[str, Any], thre
     result = train_feedback(parts["train"], parts["val"], cfg, on_epoch=progress, threads=threads)
     rows = [(name, evaluate(result.model, parts[name])) for name in ("val", "test") if len(parts[name])]
     metrics = _metrics_doc(rows)
+    weak = _warn_if_no_better_than_constant(rows)
+    metrics["no_better_than_constant"] = weak
     result.model.meta = {"data": str(data), "best_epoch": result.best_epoch,
                          "stopped_early": result.stopped_early,
                          "seconds_per_epoch": result.seconds_per_epoch, "metrics": metrics,
@@ -184,6 +190,19 @@ def _train(data: Path, personas: Path, out: Path, settings: dict[str, Any], thre
     if "val_test_gap" in metrics:
         typer.echo(f"validation-test accuracy gap: {metrics['val_test_gap']:+.1%}")
     typer.echo(f"saved the model to {out}; loss curve {curve}")
+
+
+def _warn_if_no_better_than_constant(rows: Sequence[tuple[str, FeedbackMetrics]]) -> list[str]:
+    """Splits where the model does not beat the constant predictor, each announced on stderr."""
+    weak = [name for name, m in rows if not m.beats_constant]
+    for name, m in rows:
+        if name in weak:
+            typer.secho(f"WARNING: on the {name} split the model is NO BETTER than a constant predictor "
+                        f"(MSE {m.mse:.4f} vs {m.constant_mse:.4f}, accuracy {m.accuracy:.1%} vs "
+                        f"{m.constant_accuracy:.1%}); it has not learned a persona-aware signal - more or "
+                        "more varied training personas are needed before using it to re-rank.",
+                        err=True, fg="yellow", bold=True)
+    return weak
 
 
 def _eval(model_dir: Path, data: Path, personas: Path, split: str, allow_mismatch: bool,
@@ -206,6 +225,7 @@ def _eval(model_dir: Path, data: Path, personas: Path, split: str, allow_mismatc
     names = [s for s in SPLITS if len(parts[s])] if split == "all" else [split]
     rows = [(name, evaluate(model, parts[name])) for name in names]
     doc = _metrics_doc(rows)
+    doc["no_better_than_constant"] = _warn_if_no_better_than_constant(rows)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return

@@ -9,12 +9,20 @@ from typing import Any, Optional, TypeVar
 import typer
 from rich.console import Console
 
+from vptt.core.errors import ConfigError
 from vptt.core.settings import VPTTSettings
 from vptt.data import SAMPLE_PERSONAS
-from vptt.sdk.cli._common import cli_errors, personalizer, set_settings
+from vptt.sdk.cli._common import (
+    EXIT_CODES_HELP,
+    cli_errors,
+    configure_output,
+    fail,
+    personalizer,
+    set_settings,
+)
 
 app = typer.Typer(help="vptt: persona-aware visual personalization (VPRAG, VPTT score, evaluators).",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  epilog=EXIT_CODES_HELP, no_args_is_help=True, pretty_exceptions_enable=False)
 score_app = typer.Typer(help="Image-level evaluators (MaSC, FPR, Stellar, CLIP/DINO, VLM judge).",
                         no_args_is_help=True)
 bench_app = typer.Typer(help="VPTT-Bench: generate persona banks, run benchmarks, report.", no_args_is_help=True)
@@ -26,15 +34,32 @@ err = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _version(value: bool) -> None:
+    if value:
+        from vptt import __version__
+
+        print(f"vptt {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(data_dir: Optional[Path] = typer.Option(None, help="Data directory (default: $VPTT_DATA_DIR, else the per-user data directory)."),
+def main(data_dir: Optional[Path] = typer.Option(
+             None, help="Data directory (default: $VPTT_DATA_DIR, else the per-user data directory)."),
          store: Optional[str] = typer.Option(None, help="chroma (default) or memory."),
          chroma_host: Optional[str] = typer.Option(None, help="Use a Chroma server at this host."),
-         chroma_port: Optional[int] = typer.Option(None, help="Port of the Chroma server.")) -> None:
+         chroma_port: Optional[int] = typer.Option(None, help="Port of the Chroma server."),
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; results and errors only."),
+         log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error."),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="Print the version and exit.")) -> None:
     """Options shared by every command (each also readable from VPTT_* environment variables)."""
     overrides = {k: v for k, v in {"data_dir": data_dir, "store": store, "chroma_host": chroma_host,
                                    "chroma_port": chroma_port}.items() if v is not None}
-    set_settings(VPTTSettings(**overrides))
+    try:
+        configure_output(quiet=quiet, log_level=log_level)
+        set_settings(VPTTSettings(**overrides))
+    except ConfigError as exc:
+        fail(exc)
 
 
 @app.command()
