@@ -96,6 +96,13 @@ def test_personalize_runs_the_graph_and_matches_the_bare_path(pz: Personalizer) 
     assert isinstance(r, PersonalizationResult) and r.status == "deferred"  # no generator: stops after the text gate
     assert r.prompt == pz.personalize("alice", "A preferred outdoor spot").prompt
     assert personalize("alice", "x", personalizer=pz, strict=True).__class__.__name__ == "PersonalizationResult"
+    # one result type whichever door is used, with a one-line repr (the full trace is one attribute away)
+    bare, graph = pz.personalize("alice", "x"), personalize("alice", "x", personalizer=pz)
+    assert type(bare) is type(graph) is PersonalizationResult
+    for res in (bare, graph, personalize("alice", "x", personalizer=pz, composer=pz.composer)):
+        text = repr(res)
+        assert "\n" not in text and len(text) < 300 and text.startswith("PersonalizationResult(persona_id='alice'")
+        assert res.trace.weights and len(res.model_dump_json()) > 5 * len(text)
     with pytest.raises(TypeError):
         personalize("alice", "x", personalizer=pz, colour="red")
 
