@@ -57,37 +57,37 @@ class VPTTSettings(BaseSettings):
     # -- where persona memory lives
     data_dir: Path = Field(default_factory=default_data_dir,
                            description="embedded Chroma database and embedding cache (per-user by default)")
-    store: Literal["chroma", "memory"] = "chroma"
+    store: Literal["chroma", "memory"] = Field(default="chroma", description="persona store backend")
     chroma_host: str | None = Field(default=None, description="a Chroma server instead of the embedded DB")
-    chroma_port: int = Field(default=8000, ge=1, le=65535)
-    chroma_ssl: bool = False
-    collection_prefix: str = "vptt"
+    chroma_port: int = Field(default=8000, ge=1, le=65535, description="port of the Chroma server")
+    chroma_ssl: bool = Field(default=False, description="talk to the Chroma server over HTTPS")
+    collection_prefix: str = Field(default="vptt", description="prefix of this project's Chroma collections")
     # -- embeddings
-    embedder: Literal["minilm", "openai"] = "minilm"
+    embedder: Literal["minilm", "openai"] = Field(default="minilm", description="text embedder: local MiniLM or an OpenAI-compatible endpoint")
     embedder_model: str | None = Field(default=None, description="MiniLM directory, or OpenAI model name")
     embedding_dim: int | None = Field(default=None, gt=0, description="vector size of an OpenAI-compatible model")
-    embedder_base_url: str | None = None
-    embedder_api_key: SecretStr | None = None
-    embedding_cache: bool = True
+    embedder_base_url: str | None = Field(default=None, description="endpoint of the embedder role")
+    embedder_api_key: SecretStr | None = Field(default=None, description="key of the embedder role (else OPENAI_API_KEY)")
+    embedding_cache: bool = Field(default=True, description="cache every embedding on disk (SQLite, keyed by model identity and text)")
     device: str = Field(default="cpu", description="cpu, cuda, cuda:N or mps (local models)")
     # -- retrieval and composition
     tau: float = Field(default=0.1, gt=0, description="softmax temperature of the post weights")
-    per_category_budget: int = Field(default=3, ge=0)
-    token_budget: int | None = Field(default=None, gt=0)
-    include_summary: bool = False
+    per_category_budget: int = Field(default=3, ge=0, description="VPRAG budget Q^(k) per category")
+    token_budget: int | None = Field(default=None, gt=0, description="token budget L of the template composer (cl100k_base)")
+    include_summary: bool = Field(default=False, description="lead the template prompt with the persona summary")
     text_gate_threshold: float | None = Field(
         default=None, ge=0, le=1, description="VPTT_score threshold of the text gate in personalize(); None scores "
                                               "nothing")
     # -- remote providers, one role each (key falls back to OPENAI_API_KEY)
-    llm_model: str = "gpt-4o-mini"
-    llm_base_url: str | None = None
-    llm_api_key: SecretStr | None = None
-    images_model: str = "gpt-image-1"
-    images_base_url: str | None = None
-    images_api_key: SecretStr | None = None
-    judge_model: str = "gpt-4o"
-    judge_base_url: str | None = None
-    judge_api_key: SecretStr | None = None
+    llm_model: str = Field(default="gpt-4o-mini", description="chat model of the llm role (LLM composer, LLM-backed runs)")
+    llm_base_url: str | None = Field(default=None, description="endpoint of the llm role (vLLM, Ollama, ...)")
+    llm_api_key: SecretStr | None = Field(default=None, description="key of the llm role (else OPENAI_API_KEY)")
+    images_model: str = Field(default="gpt-image-1", description="model of the images role (OpenAI image generator)")
+    images_base_url: str | None = Field(default=None, description="endpoint of the images role")
+    images_api_key: SecretStr | None = Field(default=None, description="key of the images role (else OPENAI_API_KEY)")
+    judge_model: str = Field(default="gpt-4o", description="vision model of the judge role (VLM judge)")
+    judge_base_url: str | None = Field(default=None, description="endpoint of the judge role")
+    judge_api_key: SecretStr | None = Field(default=None, description="key of the judge role (else OPENAI_API_KEY)")
     request_timeout_s: float = Field(default=60.0, gt=0, description="hard timeout of one provider request")
 
     def __init__(self, **values: Any) -> None:
@@ -177,3 +177,21 @@ def _explain(exc: ValidationError, values: dict[str, Any]) -> str:
             msg = "no such setting" + (f"; did you mean {close[0]}?" if close else "")
         lines.append(f"{where}: {msg}")
     return "invalid settings: " + "; ".join(lines)
+
+
+def settings_table() -> str:
+    """Every setting as a Markdown table (variable, type, default, meaning): the docs' reference."""
+    rows = ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, field in VPTTSettings.model_fields.items():
+        kind = str(field.annotation).replace("typing.", "").replace("pathlib.", "").replace(
+            "pydantic.types.", "").replace("<class '", "").replace("'>", "").replace(" | ", " or ")
+        if name == "data_dir":
+            default = "per-user data directory"
+        elif field.default is None or name.endswith("_api_key"):
+            default = "—"
+        else:
+            default = f"`{field.default}`"
+        meaning = (field.description or "").replace("|", "/")
+        rows.append(f"| `VPTT_{name.upper()}` | {kind} | {default} | {meaning} |")
+    return "\n".join(rows)
+
