@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -312,17 +313,37 @@ class VLMJudgeEvaluator:
         task: ``"generation"`` or ``"editing"``; default follows whether the run edits an input image.
         anchor: a second image shown beside the output, since the judge compares 2-5 images (its score is
             ignored); default: the unedited input image for edits, else a flat grey placeholder.
+        embedder: the persona store's embedder; with more post images than the profile canvas holds, it
+            embeds the prompt so the canvas shows the posts whose captions match it best (the judge's
+            default ``profile_posts="matched"``).
     """
 
     def __init__(self, judge: Any = None, *, config: Any = None, threshold: float = 3.0,
                  persona_images: Sequence[Any] | None = None, task: str | None = None,
-                 name: str = "vlm_judge", http_client: Any = None, anchor: Image.Image | None = None) -> None:
+                 name: str = "vlm_judge", http_client: Any = None, anchor: Image.Image | None = None,
+                 embedder: Any = None) -> None:
         if judge is None:
             from vptt.evaluators.vlm_judge import VLMJudge
 
             judge = VLMJudge(config, http_client=http_client)
         self.judge, self.persona_images, self.task = judge, persona_images, task
-        self.threshold, self.name, self.anchor = threshold, name, anchor
+        self.threshold, self.name, self.anchor, self.embedder = threshold, name, anchor, embedder
+
+    def _match(self, context: ImageGateContext) -> dict[str, Any]:
+        """Post ids and embeddings for matched profile posts, when the posts outnumber the canvas places."""
+        posts = [(i, p) for i, p in enumerate(context.persona.persona.posts) if p.image]
+        cfg = getattr(self.judge, "config", None)
+        if self.persona_images or len(posts) <= getattr(cfg, "max_profile_images", 10) or \
+                getattr(cfg, "profile_posts", "matched") != "matched":
+            return {}
+        if self.embedder is None:
+            raise ConfigError(f"{self.name}: persona {context.persona.persona_id!r} has {len(posts)} post "
+                              "images; pass embedder= (the store's embedder) to show the posts matched to "
+                              "the prompt, or JudgeConfig(profile_posts='first')")
+        rows = [i for i, _ in posts]
+        return {"post_ids": [p.post_id for _, p in posts],
+                "caption_embeddings": np.asarray(context.persona.caption_embs)[rows],
+                "prompt_embeddings": np.asarray(self.embedder.embed([context.prompt]))}
 
     def __call__(self, image: Image.Image, context: ImageGateContext) -> float:
         images = list(self.persona_images or [p.image for p in context.persona.persona.posts if p.image])
@@ -332,5 +353,5 @@ class VLMJudgeEvaluator:
         anchor = self.anchor or context.init_image or Image.new("RGB", image.size, (128, 128, 128))
         res = self.judge.judge(persona_id=context.persona.persona_id, persona_images=images,
                                method_images={"output": image, "anchor": anchor}, prompt=context.query,
-                               task=task, input_image=context.init_image)
+                               task=task, input_image=context.init_image, **self._match(context))
         return float(res.scores.get("output", math.nan))

@@ -9,7 +9,8 @@ site, garden, living room) the wording below is this project's, in the style of 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -70,3 +71,54 @@ def resolve_tasks(specs: Iterable[str | Task]) -> list[Task]:
     if len(set(names)) != len(names):
         raise ConfigError(f"task names must be unique, got {names}")
     return out
+
+
+def with_task_images(tasks: Sequence[Task], images: Mapping[str, str | os.PathLike[str]]) -> list[Task]:
+    """``tasks`` with the input images of editing tasks set from ``{task name: image path}``.
+
+    One shared base image per editing task, as in the paper ("Here is a convention center. ..."). Paths are
+    made absolute so workers in other directories find them.
+
+    Raises:
+        ConfigError: a name that is not one of ``tasks``, a generation task, or a missing file.
+
+    Example:
+        >>> with_task_images([PRESETS["outdoor_spot"]], {})[0].input_image is None
+        True
+    """
+    by_name = {t.name: t for t in tasks}
+    for name, path in images.items():
+        if name not in by_name:
+            raise ConfigError(f"--task-image names task {name!r}, which is not in this run "
+                              f"(tasks: {', '.join(by_name)})")
+        if by_name[name].kind != "editing":
+            raise ConfigError(f"task {name!r} is a generation task; only editing tasks take an input image")
+        if not Path(path).is_file():
+            raise ConfigError(f"input image for task {name!r} not found: {path}")
+    return [t.model_copy(update={"input_image": str(Path(images[t.name]).resolve())})
+            if t.name in images else t for t in tasks]
+
+
+def check_task_images(tasks: Sequence[Task], *, generating: bool) -> None:
+    """Fail early, before any work, when an editing task cannot be run or judged as one.
+
+    With an image generator every editing task needs its input image (else it would silently become a
+    text-to-image task and the judge could not show the original); every given input image must open.
+
+    Raises:
+        ConfigError: naming the task and how to give its image.
+    """
+    for t in tasks:
+        if t.kind == "editing" and t.input_image is None and generating:
+            raise ConfigError(f"editing task {t.name!r} has no input image to edit: pass --task-image "
+                              f"{t.name}=PATH (Python: task_images={{{t.name!r}: PATH}} or "
+                              "Task(..., input_image=PATH))")
+        if t.input_image is not None:
+            from PIL import Image, UnidentifiedImageError
+
+            try:
+                with Image.open(t.input_image) as im:
+                    im.verify()
+            except (OSError, UnidentifiedImageError) as exc:
+                raise ConfigError(f"input image of task {t.name!r} cannot be read: {t.input_image} ({exc})") \
+                    from None

@@ -96,3 +96,13 @@ class RunTimeoutError(VPTTError, TimeoutError):
 
 class ModelLoadError(VPTTError, OSError):
     """A model could not be loaded from the given id or directory."""
+
+
+class RatingsValidationError(VPTTError, ValueError):
+    """A human-ratings file is invalid. ``problems`` names the file, line and field of each problem."""
+
+    def __init__(self, problems: list[FieldProblem]) -> None:
+        self.problems = list(problems)
+        shown = "\n  ".join(str(p) for p in self.problems[:50])
+        more = f"\n  ... and {len(self.problems) - 50} more" if len(self.problems) > 50 else ""
+        super().__init__(f"invalid ratings ({len(self.problems)} problem(s)):\n  {shown}{more}")

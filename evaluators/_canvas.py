@@ -17,8 +17,9 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Literal, Union
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from vptt.core.errors import ConfigError
@@ -28,6 +29,8 @@ ImageInput = Union[str, Path, Image.Image]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 RGB = tuple[int, int, int]
+PostSelection = Literal["matched", "first"]
+"""How the profile canvas picks its posts: the ones matched to the generated prompts, or the first ones."""
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,61 @@ def draw_grid(
         canvas.paste(fitted, (tbox.left, tbox.top))
         _draw_label(draw, lbox, text, label_fill, label_ink)
     return canvas
+
+
+def _unit_rows(x: np.ndarray, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2 or a.shape[0] == 0 or not np.all(np.isfinite(a)):
+        raise ConfigError(f"{name} must be a non-empty finite (n, D) matrix, got shape {np.shape(x)}")
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    return a / np.where(norms > 0, norms, 1.0)
+
+
+def match_scores(caption_embs: np.ndarray, prompt_embs: np.ndarray) -> np.ndarray:
+    """Each post's mean cosine between its caption embedding and the generated prompt(s).
+
+    With one prompt this is the cosine to it; with several (every method judged on one canvas) it is the
+    mean over them, which ranks posts like the cosine to the prompts' centroid and favours no method.
+    """
+    c, p = _unit_rows(caption_embs, "caption_embs"), _unit_rows(prompt_embs, "prompt_embs")
+    if c.shape[1] != p.shape[1]:
+        raise ConfigError(f"caption and prompt embeddings differ in size: {c.shape[1]} vs {p.shape[1]}")
+    return (c @ p.T).mean(axis=1)
+
+
+def select_profile_posts(n_posts: int, *, max_images: int = 10, mode: PostSelection = "matched",
+                         caption_embs: np.ndarray | None = None,
+                         prompt_embs: np.ndarray | None = None) -> list[int]:
+    """Which of ``n_posts`` posts the profile canvas shows, as indices in post order.
+
+    ``"matched"`` (the default, the paper's "visually and semantically matched posts"): the ``max_images``
+    posts of highest :func:`match_scores`, ties broken by post order (earlier first). ``"first"``: the first
+    ``max_images`` posts. When there are no more posts than places, every post is shown in both modes.
+
+    Example:
+        >>> caps = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+        >>> select_profile_posts(3, max_images=2, caption_embs=caps, prompt_embs=np.array([[0.0, 1.0]]))
+        [1, 2]
+    """
+    if n_posts < 0 or max_images < 1:
+        raise ConfigError(f"need n_posts >= 0 and max_images >= 1, got {n_posts} and {max_images}")
+    if mode not in ("matched", "first"):
+        raise ConfigError(f"profile post selection must be 'matched' or 'first', got {mode!r}")
+    if n_posts <= max_images:
+        return list(range(n_posts))
+    if mode == "first":
+        return list(range(max_images))
+    if caption_embs is None or prompt_embs is None:
+        raise ConfigError(f"matching {max_images} of {n_posts} posts to the generated prompt needs the "
+                          "posts' caption embeddings and the prompt embeddings; pass them, or choose the "
+                          "first posts (profile_posts='first', CLI --posts first)")
+    scores = match_scores(caption_embs, prompt_embs)
+    if scores.shape[0] != n_posts:
+        raise ConfigError(f"got {scores.shape[0]} caption embeddings for {n_posts} posts")
+    order = np.lexsort((np.arange(n_posts), -scores))  # by score, descending; ties: earlier post first
+    return sorted(int(i) for i in order[:max_images])
 
 
 def profile_canvas(

@@ -326,6 +326,16 @@ def render_html(title: str, md: str, plots: Sequence[tuple[str, Path]], manifest
 
 
 # --------------------------------------------------------------------------- entry point
+def _protocol_hook(rows: Sequence[Mapping[str, Any]], judge_calibration: str | Path | None) -> str:
+    """Table 2 and score-c vs judge (:mod:`evaluators.protocol_report`), when the run has judge scores."""
+    from vptt.evaluators.calibration import JudgeCalibration
+    from vptt.evaluators.protocol_report import protocol_section
+
+    cal = JudgeCalibration.load(judge_calibration) if judge_calibration is not None else None
+    section = protocol_section(rows, cal)
+    return "\n" + section if section else ""
+
+
 @dataclass
 class BenchReport:
     """What :func:`bench_report` wrote."""
@@ -339,8 +349,12 @@ class BenchReport:
 
 
 def bench_report(run_dir: str | Path, out_dir: str | Path | None = None, *, map_method: MapMethod = "pca",
-                 title: str = "VPTT-Bench report", seed: int = 0) -> BenchReport:
+                 title: str = "VPTT-Bench report", seed: int = 0,
+                 judge_calibration: str | Path | None = None) -> BenchReport:
     """Write ``report.md``, ``report.html`` and plots for the run in ``run_dir`` (default ``<run>/report``).
+
+    ``judge_calibration``: a saved judge calibration (JSON) applied to the image-level experiment's VLM
+    columns (:mod:`evaluators.protocol_report`).
 
     Raises:
         ConfigError: no rows in the run, or an unknown ``map_method``.
@@ -358,6 +372,7 @@ def bench_report(run_dir: str | Path, out_dir: str | Path | None = None, *, map_
     md = markdown_report(rows, title)
     extra = image_tables(rows)
     md = md + ("\n" + extra + "\n" if extra else "")
+    md = md + _protocol_hook(rows, judge_calibration)
     (out / "report.md").write_text(md)
     dist, comps = write_plots(rows, plots_dir)
     plots = [("VPTT_score distribution per method and task", dist), ("VPTT components per method", comps),

@@ -31,12 +31,21 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from vptt.core.errors import ConfigError, ProviderError
 from vptt.core.providers import openai_client
-from vptt.evaluators._canvas import ImageInput, image_to_data_url, load_image, methods_canvas, profile_canvas
+from vptt.evaluators._canvas import (
+    ImageInput,
+    PostSelection,
+    image_to_data_url,
+    load_image,
+    methods_canvas,
+    profile_canvas,
+    select_profile_posts,
+)
+from vptt.evaluators.calibration import JudgeCalibration
 
 __all__ = [
     "SYSTEM_PROMPT", "CalibrationReport", "JudgeConfig", "JudgeRequest", "JudgeResult", "ParseProblem",
-    "ParsedReply", "ProblemKind", "VLMJudge", "assign_labels", "calibrate", "parse_judge_reply",
-    "format_lines", "persona_seed", "unshuffle", "user_prompt",
+    "ParsedReply", "PostSelection", "ProblemKind", "VLMJudge", "assign_labels", "calibrate",
+    "parse_judge_reply", "format_lines", "persona_seed", "select_profile_posts", "unshuffle", "user_prompt",
 ]
 
 Task = Literal["generation", "editing"]
@@ -299,6 +308,7 @@ class JudgeConfig(BaseModel):
     max_retries: int = Field(default=2, ge=0)
     image_format: Literal["png", "jpeg"] = "png"
     max_profile_images: int = Field(default=10, ge=1, le=10)
+    profile_posts: PostSelection = "matched"
     profile_tile: int = Field(default=256, ge=16)
     method_tile: int = Field(default=384, ge=16)
 
@@ -314,6 +324,7 @@ class JudgeRequest:
     methods_canvas: Image.Image = field(repr=False)
     input_image: Optional[Image.Image] = field(repr=False)
     messages: list[dict[str, Any]] = field(repr=False)  # holds megabytes of base64
+    profile_posts: tuple[str, ...] = ()  # the posts on the profile canvas (ids, else positions), in order
 
 
 class JudgeResult(BaseModel):
@@ -329,6 +340,7 @@ class JudgeResult(BaseModel):
     problems: list[ParseProblem]
     attempts: int
     replies: list[str]
+    profile_posts: list[str] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -364,12 +376,28 @@ class VLMJudge:
 
     def prepare(self, *, persona_id: str, persona_images: Sequence[ImageInput],
                 method_images: Mapping[str, ImageInput], prompt: str, task: Task = "generation",
-                input_image: ImageInput | None = None) -> JudgeRequest:
-        """Validate inputs, shuffle labels and build the canvases and chat messages (no network)."""
+                input_image: ImageInput | None = None, post_ids: Sequence[str] | None = None,
+                caption_embeddings: Any = None, prompt_embeddings: Any = None) -> JudgeRequest:
+        """Validate inputs, shuffle labels and build the canvases and chat messages (no network).
+
+        With more persona images than canvas places (``max_profile_images``), ``profile_posts="matched"``
+        shows the posts whose captions are closest to the generated prompts
+        (:func:`evaluators._canvas.select_profile_posts`): pass ``caption_embeddings`` (one row per persona
+        image) and ``prompt_embeddings`` (one row per generated prompt). ``post_ids`` name the persona images
+        in the result (default: their positions).
+        """
         _check_inputs(persona_images, prompt, task, input_image)
+        if post_ids is not None and len(post_ids) != len(persona_images):
+            raise ConfigError(f"post_ids has {len(post_ids)} entries for {len(persona_images)} persona "
+                              "images")
         labels = assign_labels(persona_id, list(method_images))
         cfg = self.config
-        profile = profile_canvas(persona_images, max_images=cfg.max_profile_images, tile=cfg.profile_tile)
+        chosen = select_profile_posts(len(persona_images), max_images=cfg.max_profile_images,
+                                      mode=cfg.profile_posts, caption_embs=caption_embeddings,
+                                      prompt_embs=prompt_embeddings)
+        shown_posts = tuple(str(post_ids[i]) if post_ids is not None else str(i) for i in chosen)
+        profile = profile_canvas([persona_images[i] for i in chosen], max_images=cfg.max_profile_images,
+                                 tile=cfg.profile_tile)
         shown = [method_images[m] for m in labels.values()]
         methods = methods_canvas(shown, list(labels), tile=cfg.method_tile)
         original = load_image(input_image) if input_image is not None else None
@@ -378,15 +406,18 @@ class VLMJudge:
         content += [{"type": "image_url", "image_url": {"url": image_to_data_url(im, cfg.image_format)}}
                     for im in images]
         messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": content}]
-        return JudgeRequest(persona_id, task, labels, profile, methods, original, messages)
+        return JudgeRequest(persona_id, task, labels, profile, methods, original, messages, shown_posts)
 
     def judge(self, *, persona_id: str, persona_images: Sequence[ImageInput],
               method_images: Mapping[str, ImageInput], prompt: str, task: Task = "generation",
-              input_image: ImageInput | None = None) -> JudgeResult:
-        """Score each method's image 0-5 for visual similarity to the persona's posts."""
+              input_image: ImageInput | None = None, post_ids: Sequence[str] | None = None,
+              caption_embeddings: Any = None, prompt_embeddings: Any = None) -> JudgeResult:
+        """Score each method's image 0-5 for visual similarity to the persona's posts (see ``prepare``)."""
         return self.run(self.prepare(persona_id=persona_id, persona_images=persona_images,
                                      method_images=method_images, prompt=prompt, task=task,
-                                     input_image=input_image))
+                                     input_image=input_image, post_ids=post_ids,
+                                     caption_embeddings=caption_embeddings,
+                                     prompt_embeddings=prompt_embeddings))
 
     def run(self, request: JudgeRequest) -> JudgeResult:
         """Send a prepared request; re-ask up to ``malformed_retries`` times while the reply is malformed."""
@@ -404,7 +435,8 @@ class VLMJudge:
         return JudgeResult(persona_id=request.persona_id, task=request.task, model=self.config.model,
                            labels=request.labels, scores=unshuffle(parsed.scores, request.labels),
                            reasons=unshuffle(parsed.reasons, request.labels), raw_reply=reply,
-                           problems=parsed.problems, attempts=len(replies), replies=replies)
+                           problems=parsed.problems, attempts=len(replies), replies=replies,
+                           profile_posts=list(request.profile_posts))
 
     def _ask(self, messages: list[dict[str, Any]]) -> str:
         import openai
@@ -454,7 +486,13 @@ def _retry_text(problems: Sequence[ParseProblem], labels: Sequence[str]) -> str:
 
 
 class CalibrationReport(BaseModel):
-    """Agreement of judge scores with human scores over (item, method) pairs."""
+    """Agreement of judge scores with human scores over (item, method) pairs, and the fitted monotone map.
+
+    ``calibration`` maps judge scores to human scores (isotonic regression on every pair given, None with
+    fewer than two pairs); ``mae_before``/``mae_after`` are the mean absolute errors to the human scores
+    before and after it, measured on the same pairs (in-sample). For an honest before/after, fit on a
+    calibration subset and evaluate on the rest: :func:`evaluators.validation.validate` does that.
+    """
 
     rho: float
     p_value: float
@@ -466,6 +504,9 @@ class CalibrationReport(BaseModel):
     human_mean: dict[str, float]
     judge_win_pct: dict[str, float]
     human_win_pct: dict[str, float]
+    mae_before: float = math.nan
+    mae_after: float = math.nan
+    calibration: Optional[JudgeCalibration] = None
 
 
 def method_means(items: Sequence[Mapping[str, float]], methods: Sequence[str]) -> dict[str, float]:
@@ -495,10 +536,11 @@ def win_pct(items: Sequence[Mapping[str, float]], methods: Sequence[str]) -> dic
 
 def calibrate(judge: Sequence[JudgeResult | Mapping[str, float]],
               human: Sequence[Mapping[str, float]]) -> CalibrationReport:
-    """Spearman rho between judge and human scores, pooled over every (item, method) both scored.
+    """Spearman rho between judge and human scores, pooled over every (item, method) both scored, and a
+    monotone map from judge to human scores fitted on those pairs.
 
     ``judge[i]`` and ``human[i]`` score the same item (persona/prompt) by method name. Also returns the
-    per-method mean and Win% of each side.
+    per-method mean and Win% of each side, and the mean absolute error before and after the map.
     """
     from scipy.stats import spearmanr
 
@@ -516,12 +558,16 @@ def calibrate(judge: Sequence[JudgeResult | Mapping[str, float]],
             elif m in j or m in h:
                 skipped += 1
     rho, p = math.nan, math.nan
+    cal, mae_before, mae_after = None, math.nan, math.nan
     if len(xs) >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             res = spearmanr(xs, ys)
         rho, p = float(res.statistic), float(res.pvalue)
+        cal = JudgeCalibration.fit(xs, ys)
+        mae_before, mae_after = cal.fit_metrics["before"].mae, cal.fit_metrics["after"].mae
     return CalibrationReport(rho=rho, p_value=p, n_pairs=len(xs), n_items=len(j_items), skipped_pairs=skipped,
                              methods=methods, judge_mean=method_means(j_items, methods),
                              human_mean=method_means(h_items, methods),
-                             judge_win_pct=win_pct(j_items, methods), human_win_pct=win_pct(h_items, methods))
+                             judge_win_pct=win_pct(j_items, methods), human_win_pct=win_pct(h_items, methods),
+                             mae_before=mae_before, mae_after=mae_after, calibration=cal)

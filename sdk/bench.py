@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,11 +33,12 @@ from pydantic import BaseModel, Field
 
 from vptt.agents.methods import METHODS, get_method
 from vptt.agents.personalizer import Personalizer
-from vptt.agents.tasks import PAPER_TABLE3, Task, resolve_tasks
+from vptt.agents.tasks import PAPER_TABLE3, Task, check_task_images, resolve_tasks, with_task_images
 from vptt.agents.vprag import VPRAGConfig
 from vptt.core.errors import ConfigError
 from vptt.core.resultlog import ResultLog
 from vptt.core.vectors import decode_vector, encode_vector
+from vptt.evaluators.vlm_judge import PostSelection
 from vptt.sdk.bench_worker import (
     SEED_RULE,
     BenchComponents,
@@ -165,6 +166,8 @@ def run_bench(source: Personalizer | BenchComponents | BenchRecipe, out_dir: str
               backend: Backend = "local", workers: int = 1, address: str | None = None,
               runtime_env: dict[str, Any] | None = None, shard_size: int | None = None,
               gpus_per_worker: float = 0.0, ingest: str | os.PathLike[str] | None = None,
+              task_images: Mapping[str, str | os.PathLike[str]] | None = None,
+              judge_posts: PostSelection = "matched",
               progress: bool | Callable[[int], None] = True) -> BenchRun:
     """Run (or continue) a benchmark of personas × tasks × methods into ``out_dir``.
 
@@ -184,11 +187,15 @@ def run_bench(source: Personalizer | BenchComponents | BenchRecipe, out_dir: str
         shard_size: personas per Ray task (default: about 16 tasks per worker, at most 8 personas).
         gpus_per_worker: GPUs each Ray actor reserves (e.g. 1 for a diffusers generator; 0.5 packs two).
         ingest: a persona JSONL to upsert into the store first (idempotent).
+        task_images: ``{editing task name: image path}``, the shared input image of each editing task
+            (:func:`agents.tasks.with_task_images`); with a generator every editing task needs one.
+        judge_posts: which posts the judge's profile canvas shows: ``"matched"`` (the 10 whose captions are
+            closest to the judged prompts) or ``"first"`` (the first 10); recorded per row as ``judge_posts``.
         progress: tqdm bar with ETA (True), or a callback called with 1 per finished persona.
 
     Raises:
-        ConfigError: bad arguments, a Ray run without a Chroma server store, or ``out_dir`` holding a run
-            of another configuration.
+        ConfigError: bad arguments, a Ray run without a Chroma server store, an editing task without an
+            input image while generating, or ``out_dir`` holding a run of another configuration.
     """
     if backend not in ("local", "ray"):
         raise ConfigError(f"backend must be 'local' or 'ray', got {backend!r}")
@@ -217,7 +224,15 @@ def run_bench(source: Personalizer | BenchComponents | BenchRecipe, out_dir: str
     described = (source if isinstance(source, BenchRecipe) else comps).describe()  # type: ignore[union-attr]
     if ingest is not None:
         pz.ingest(ingest, progress=progress is True)
-    plan = BenchPlan(tuple(resolve_tasks(tasks)), tuple(methods), config or pz.config, seed)
+    if judge_posts not in ("matched", "first"):
+        raise ConfigError(f"judge_posts must be 'matched' or 'first', got {judge_posts!r}")
+    task_list = with_task_images(resolve_tasks(tasks), task_images or {})
+    generator = comps.generator if comps is not None else source.generator  # type: ignore[union-attr]
+    generating = generator is not None
+    check_task_images(task_list, generating=generating)
+    plan = BenchPlan(tuple(task_list), tuple(methods), config or pz.config, seed, judge_posts=judge_posts)
+    if described.get("judge") is not None:
+        described = {**described, "judge_posts": judge_posts}
     stored = pz.store.list_ids()
     ids = sorted(set(personas)) if personas is not None else stored
     if not ids:

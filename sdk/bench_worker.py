@@ -24,6 +24,7 @@ from vptt.agents.vprag import VPRAGConfig
 from vptt.core.errors import ConfigError
 from vptt.core.settings import VPTTSettings
 from vptt.core.vectors import encode_vector
+from vptt.evaluators.vlm_judge import PostSelection, select_profile_posts
 from vptt.sdk.evaluate import persona_rows
 from vptt.stores.records import EmbeddedPersona
 
@@ -144,7 +145,11 @@ class BenchRecipe:
             ``"openai"``), ``"module:factory"``, or a zero-argument factory; None for the text path.
         generator_options: keyword arguments for the named generator or factory.
         image_metrics: metric name -> ``"module:factory"`` or a zero-argument factory returning the metric.
-        judge: ``"module:factory"`` or a zero-argument factory returning the judge.
+        judge: ``"vlm"`` (the paper's VLM judge, :class:`evaluators.vlm_judge.VLMJudge`, configured from
+            the settings' judge role: ``judge_model``, ``judge_base_url``, ``judge_api_key``),
+            ``"module:factory"`` or a zero-argument factory returning the judge.
+        judge_options: :class:`~evaluators.vlm_judge.JudgeConfig` fields for ``"vlm"`` (e.g. ``model``,
+            ``base_url``), else keyword arguments for the factory.
     """
 
     settings: VPTTSettings = field(default_factory=VPTTSettings)
@@ -152,6 +157,7 @@ class BenchRecipe:
     generator_options: dict[str, Any] = field(default_factory=dict)
     image_metrics: dict[str, Any] = field(default_factory=dict)
     judge: Any = None
+    judge_options: dict[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def _make(spec: Any, **kwargs: Any) -> Any:
@@ -171,15 +177,38 @@ class BenchRecipe:
         elif self.generator is not None:
             gen = self._make(self.generator, **self.generator_options)
         metrics = {k: self._make(v) for k, v in self.image_metrics.items()}
-        judge = self._make(self.judge) if self.judge is not None else None
+        judge = None
+        if self.judge == "vlm":
+            judge = build_vlm_judge(self.settings, self.judge_options)
+        elif self.judge is not None:
+            judge = self._make(self.judge, **self.judge_options)
         return BenchComponents(self.build_personalizer(), generator=gen, image_metrics=metrics, judge=judge)
 
     def describe(self) -> dict[str, Any]:
         """Names for the manifest (the specs as given; factories by qualified name)."""
         name = (lambda s: s if s is None or isinstance(s, str)  # noqa: E731
                 else f"{getattr(s, '__module__', '?')}:{getattr(s, '__qualname__', type(s).__name__)}")
+        judge = name(self.judge)
+        if self.judge == "vlm":
+            judge = f"vlm:{self.judge_options.get('model') or self.settings.judge_model}"
         return {"generator": name(self.generator), "image_metrics": sorted(self.image_metrics),
-                "judge": name(self.judge)}
+                "judge": judge}
+
+
+def build_vlm_judge(settings: VPTTSettings, options: Mapping[str, Any] | None = None) -> Any:
+    """The paper's VLM judge from the settings' judge role, ``options`` overriding JudgeConfig fields."""
+    from pydantic import ValidationError
+
+    from vptt.evaluators.vlm_judge import JudgeConfig, VLMJudge
+
+    fields: dict[str, Any] = {"model": settings.judge_model, "base_url": settings.base_url("judge"),
+                              "api_key": settings.api_key("judge"), **(options or {})}
+    try:
+        return VLMJudge(JudgeConfig(**fields))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid judge option(s): {problems} (options are JudgeConfig fields, e.g. "
+                          "model, base_url, temperature, max_tokens)") from None
 
 
 # --------------------------------------------------------------------------- worker side
@@ -191,6 +220,8 @@ class BenchPlan:
     methods: tuple[str, ...]
     config: VPRAGConfig
     seed: int = 0
+    judge_posts: PostSelection = "matched"
+    max_profile_posts: int = 10
 
 
 @dataclass
@@ -313,18 +344,37 @@ class BenchWorker:
             row.pop("_image")
         return {rel: data}
 
+    def profile_posts(self, mem: EmbeddedPersona, prompts: Sequence[str]) -> list[int]:
+        """Indices (into ``mem.persona.posts``) of the posts on the judge's profile canvas, in post order.
+
+        Only posts with an image are candidates. ``plan.judge_posts == "matched"``: the
+        ``plan.max_profile_posts`` whose caption embeddings have the highest mean cosine to the judged
+        methods' generated ``prompts`` (ties: earlier post); ``"first"``: the first ones.
+        """
+        candidates = [i for i, post in enumerate(mem.persona.posts) if post.image]
+        n, k, mode = len(candidates), self.plan.max_profile_posts, self.plan.judge_posts
+        caps = prompt_embs = None
+        if mode == "matched" and n > k:
+            caps = np.asarray(mem.caption_embs)[candidates]
+            prompt_embs = np.asarray(self.c.personalizer.embedder.embed(list(prompts)))
+        chosen = select_profile_posts(n, max_images=k, mode=mode, caption_embs=caps, prompt_embs=prompt_embs)
+        return [candidates[j] for j in chosen]
+
     def _judge(self, mem: EmbeddedPersona, rows: list[dict[str, Any]], tasks: dict[str, Task]) -> None:
-        posts = [post.image for post in mem.persona.posts if post.image]
+        posts = mem.persona.posts
         for name in dict.fromkeys(r["task"] for r in rows):
             trows = [r for r in rows if r["task"] == name]
             scores: Mapping[str, Any] = {}
-            if posts:
+            shown = self.profile_posts(mem, [r["prompt"] for r in trows])
+            if shown:
                 task = tasks[name]
-                got = self.c.judge.judge(persona_id=mem.persona_id, persona_images=posts,
+                got = self.c.judge.judge(persona_id=mem.persona_id,
+                                         persona_images=[posts[i].image for i in shown],
                                          method_images={r["method"]: r["_image"] for r in trows},
                                          prompt=task.query, task=task.kind, input_image=self.init_image(task))
                 scores = getattr(got, "scores", got)
             for r in trows:
                 value = scores.get(r["method"])
                 r["judge"] = None if value is None else float(value)
+                r["judge_posts"] = [posts[i].post_id for i in shown]
                 r.pop("_image")

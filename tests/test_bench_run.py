@@ -198,19 +198,26 @@ def test_images_metrics_and_judge(embedder, two_personas, tmp_path) -> None:
                                       np.asarray(fake_image(seed)))
 
 
+def garden_image(tmp_path: Path) -> dict[str, Path]:
+    """The editing task's shared input image (a generator needs one for every editing task)."""
+    fake_image(5).save(tmp_path / "garden.png")
+    return {"garden": tmp_path / "garden.png"}
+
+
 def test_resume_after_injected_crash_loses_and_duplicates_nothing(pz, tmp_path) -> None:
+    images = garden_image(tmp_path)
     clean = read_rows(Path(run_bench(BenchComponents(pz, generator=FakeGenerator()), tmp_path / "clean",
-                                     tasks=TASKS, progress=False).rows_path))
+                                     tasks=TASKS, task_images=images, progress=False).rows_path))
     out = tmp_path / "b"
     with pytest.raises(RuntimeError, match="injected crash"):  # alice (10 images) done, crash inside bob
         run_bench(BenchComponents(pz, generator=FakeGenerator(fail_after=13)), out, tasks=TASKS,
-                  progress=False)
+                  task_images=images, progress=False)
     assert len(read_rows(out / "rows.jsonl")) == 10
     for name in ("rows.jsonl", "personas.jsonl"):  # and a torn write, as a kill -9 mid-append leaves
         with open(out / name, "a") as fh:
             fh.write('{"persona_id": "bob", "task": "gard')
     gen = FakeGenerator()
-    again = run_bench(BenchComponents(pz, generator=gen), out, tasks=TASKS, progress=False)
+    again = run_bench(BenchComponents(pz, generator=gen), out, tasks=TASKS, task_images=images, progress=False)
     got = (again.rows_resumed, again.rows_written, again.rows_total, again.personas_computed)
     assert got == (10, 10, 20, 1)
     assert {seed for _, seed, _ in gen.calls} == {r["seed"] for r in clean if r["persona_id"] == "bob"}
@@ -236,12 +243,14 @@ def test_kill_9_midway_then_rerun(minilm, tmp_path) -> None:
     # the uninterrupted reference run, in-process; it also fills the embedding cache the CLI runs share
     pz = Personalizer(InMemoryPersonaStore(CachedEmbedder(minilm, tmp_path / "data" / "embeddings.sqlite")))
     pz.ingest(personas)
+    images = garden_image(tmp_path)
     ref_run = run_bench(BenchComponents(pz, generator=FakeGenerator()), tmp_path / "ref", tasks=TASKS,
-                        methods=["baseline", "vprag"], progress=False)
+                        methods=["baseline", "vprag"], task_images=images, progress=False)
     ref = keyed(read_rows(Path(ref_run.rows_path)))
     out = tmp_path / "out"
     args = _cli(tmp_path / "data", str(tmp_path / "p.jsonl"), "-o", str(out), "--task", "outdoor_spot",
-                "--task", "garden", "--methods", "baseline,vprag", "--generator",
+                "--task", "garden", "--task-image", f"garden={images['garden']}", "--methods", "baseline,vprag",
+                "--generator",
                 "tests.test_bench_run:slow_generator", "--no-report", "--no-progress")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "FAKE_GEN_DELAY": "0.25"}  # 1 s per persona
     proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

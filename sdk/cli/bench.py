@@ -44,7 +44,16 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
                                                 "module:factory (default: text only)."),
         generator_option: list[str] = typer.Option([], help="KEY=VALUE for the generator (repeatable)."),
         image_metric: list[str] = typer.Option([], help="NAME=module:factory (repeatable)."),
-        judge: Optional[str] = typer.Option(None, help="module:factory returning a judge (e.g. a VLMJudge)."),
+        judge: Optional[str] = typer.Option(None, help="vlm (the paper's VLM judge; model and endpoint from "
+                                            "--judge-option or VPTT_JUDGE_*) or module:factory."),
+        judge_option: list[str] = typer.Option([], help="KEY=VALUE for the judge (repeatable), e.g. "
+                                               "model=gpt-4o, base_url=URL."),
+        judge_posts: str = typer.Option("matched", help="Profile canvas posts: matched (the 10 captions "
+                                        "closest to the judged prompts) or first (the first 10)."),
+        task_image: list[str] = typer.Option([], help="NAME=PATH: the shared input image of editing task "
+                                             "NAME (repeatable; needed with --generator)."),
+        judge_calibration: Optional[Path] = typer.Option(
+            None, exists=True, dir_okay=False, help="Saved judge calibration (JSON) for the report."),
         report: bool = typer.Option(True, help="Write the report (HTML, Markdown, plots) at the end."),
         progress: bool = typer.Option(True, help="Progress bar with ETA on stderr."),
         as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON.")) -> None:
@@ -56,7 +65,9 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
     settings = cli_settings()
     recipe = BenchRecipe(settings=settings, generator=generator,
                          generator_options=parse_pairs(generator_option, "--generator-option"),
-                         image_metrics=parse_pairs(image_metric, "--image-metric"), judge=judge)
+                         image_metrics=parse_pairs(image_metric, "--image-metric"), judge=judge,
+                         judge_options=parse_pairs(judge_option, "--judge-option"))
+    images = {k: str(v) for k, v in parse_pairs(task_image, "--task-image").items()}
     config = VPRAGConfig(tau=settings.tau, per_category_budget=settings.per_category_budget,
                          three_phrase=three_phrase)
     result = run_bench(recipe, out, personas=persona or None, tasks=task or PAPER_TABLE3,
@@ -65,12 +76,13 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
                        runtime_env={"working_dir": str(working_dir), "excludes": [".venv", ".git", ".vptt"]}
                        if working_dir else None,
                        shard_size=shard_size, gpus_per_worker=gpus_per_worker, ingest=input,
+                       task_images=images, judge_posts=judge_posts,  # type: ignore[arg-type]
                        progress=progress)
     html = None
     if report:
         from vptt.evaluators.bench_report import bench_report
 
-        html = str(bench_report(out).html)
+        html = str(bench_report(out, judge_calibration=judge_calibration).html)
     if as_json:
         print(json.dumps({**result.model_dump(), "report": html}, indent=2))
         return
@@ -86,11 +98,15 @@ def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, hel
            out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report dir (default RUN/report)."),
            map_method: str = typer.Option("pca", "--map", help="Persona map projection: pca or tsne."),
            title: str = typer.Option("VPTT-Bench report", help="Report title."),
+           judge_calibration: Optional[Path] = typer.Option(
+               None, exists=True, dir_okay=False,
+               help="Saved judge calibration (JSON): calibrated VLM columns."),
            as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON.")) -> None:
     """Paper-style tables, plots and a self-contained HTML page for a bench run."""
     from vptt.evaluators.bench_report import bench_report
 
-    rep = bench_report(run_dir, out, map_method=map_method, title=title)  # type: ignore[arg-type]
+    rep = bench_report(run_dir, out, map_method=map_method, title=title,  # type: ignore[arg-type]
+                       judge_calibration=judge_calibration)
     if as_json:
         print(json.dumps({"html": str(rep.html), "markdown": str(rep.markdown),
                           "plots": [str(p) for p in rep.plots], "rows": rep.rows, "personas": rep.personas,

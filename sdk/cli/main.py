@@ -120,6 +120,7 @@ def _register_groups() -> None:
         score_judge,
         score_masc,
         score_stellar,
+        validate,
     )
 
     personalize.register(app)
@@ -131,6 +132,7 @@ def _register_groups() -> None:
     generate.register_bench(bench_app)
     generate.register_root(app)
     bench.register_bench(bench_app)
+    validate.register(app)
 
 
 _register_groups()
