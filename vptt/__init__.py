@@ -40,8 +40,7 @@ from vptt.core.errors import (
 from vptt.core.models import CANONICAL_CATEGORIES, Demographics, Persona, Post
 from vptt.core.personas import PersonaList, dump_personas, load_personas, parse_persona
 from vptt.core.settings import VPTTSettings
-
-__version__ = "0.2.0"
+from vptt.core.version import __version__
 
 _LAZY: dict[str, str] = {  # name -> module it is imported from on first use
     # personalization

@@ -36,7 +36,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _version(value: bool) -> None:
     if value:
-        from vptt import __version__
+        from vptt.core.version import __version__
 
         print(f"vptt {__version__}")
         raise typer.Exit()
