@@ -164,4 +164,4 @@ def test_errors_and_cli(run_dir: Path, tmp_path: Path) -> None:
     got = json.loads(r.stdout)
     assert got["rows"] == 80 and got["map_method"] == "PCA" and Path(got["html"]).exists()
     r = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
-    assert r.exit_code == 1 and "no rows" in r.output
+    assert r.exit_code == 2 and "no rows" in r.output

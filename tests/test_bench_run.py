@@ -294,7 +294,7 @@ def test_cli_run_and_report(two_personas, tmp_path) -> None:
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["rows"] == 4
     r = CliRunner().invoke(app, ["run", "-o", str(tmp_path / "x"), "--backend", "ray"], env=env)
-    assert r.exit_code == 1 and "Chroma server" in " ".join(r.output.split())
+    assert r.exit_code == 2 and "Chroma server" in " ".join(r.output.split())
 
 
 def test_validation(pz, tmp_path) -> None:

@@ -197,16 +197,16 @@ def test_editing_without_its_image_fails_before_any_work(tmp_path) -> None:
     res = CliRunner().invoke(app, ["bench", "run", str(persona_file), "-o", str(tmp_path / "o"), "--task",
                                    "convention_center", "--generator", "tests.test_bench_run:slow_generator",
                                    "--no-progress"], env=env)
-    assert res.exit_code == 1 and "--task-image convention_center=PATH" in " ".join(res.output.split())
+    assert res.exit_code == 2 and "--task-image convention_center=PATH" in " ".join(res.output.split())
     for bad, match in [("outdoor_spot=x.png", "generation task"), ("nope=x.png", "not in this run"),
                        (f"convention_center={tmp_path / 'missing.png'}", "not found")]:
         res = CliRunner().invoke(app, ["bench", "run", str(persona_file), "-o", str(tmp_path / "o"), "--task",
                                        "convention_center", "--task", "outdoor_spot", "--task-image", bad,
                                        "--no-progress"], env=env)
-        assert res.exit_code == 1 and match in res.output, res.output
+        assert res.exit_code == 2 and match in res.output, res.output
     (tmp_path / "broken.png").write_text("not an image")
     res = CliRunner().invoke(app, ["bench", "run", str(persona_file), "-o", str(tmp_path / "o"), "--task",
                                    "convention_center", "--task-image", f"convention_center={tmp_path / 'broken.png'}",
                                    "--no-progress"], env=env)
-    assert res.exit_code == 1 and "cannot be read" in res.output
+    assert res.exit_code == 2 and "cannot be read" in res.output
     assert not (tmp_path / "o" / "rows.jsonl").exists()
