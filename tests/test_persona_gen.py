@@ -310,7 +310,7 @@ def test_cli_generate_procedural_and_errors(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "not LLM-generated" in r.output and len(load_personas(out)) == 2
     r = runner.invoke(app, ["bench", "generate", "--out", str(out)])
-    assert r.exit_code == 1 and "SEEDS" in r.output
+    assert r.exit_code == 2 and "SEEDS" in r.output
     assert runner.invoke(app, ["ingest-photos", "--help"]).exit_code == 0
 
 

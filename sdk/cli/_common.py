@@ -66,29 +66,46 @@ def cli_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def configure_output(*, quiet: bool = False, log_level: str = "warning") -> None:
-    """Logging to stderr at ``log_level``; no model-loading bars ever; no progress bars at all when quiet."""
+def configure_output(*, quiet: bool = False, log_level: str = "warning") -> Callable[[], None]:
+    """Logging to stderr at ``log_level``; no model-loading bars ever; no progress bars at all when quiet.
+
+    Returns a function that restores the environment and logging as they were (the CLI calls it when the
+    command ends, so in-process callers such as tests are left unchanged).
+    """
     import logging
     import os
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise ConfigError(f"--log-level must be debug, info, warning or error, got {log_level!r}")
-    # model downloads/loads never draw bars on the command line (set before transformers is imported)
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    wanted = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error",
+              "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1"}  # model loads never draw bars on the command line
     if quiet:
-        os.environ["TQDM_DISABLE"] = "1"
+        wanted["TQDM_DISABLE"] = "1"
         level = max(level, logging.ERROR)
+    saved = {k: os.environ.get(k) for k in wanted}
+    for k, v in wanted.items():
+        if k == "TQDM_DISABLE" or k not in os.environ:
+            os.environ[k] = v
     _state["quiet"] = quiet
     logger = logging.getLogger("vptt")
+    old_level = logger.level
     logger.setLevel(level)
-    if not any(getattr(h, "_vptt_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler._vptt_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+
+    def restore() -> None:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+        _state["quiet"] = False
+
+    return restore
 
 
 def quiet() -> bool:

@@ -43,7 +43,8 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(data_dir: Optional[Path] = typer.Option(
+def main(ctx: typer.Context,
+         data_dir: Optional[Path] = typer.Option(
              None, help="Data directory (default: $VPTT_DATA_DIR, else the per-user data directory)."),
          store: Optional[str] = typer.Option(None, help="chroma (default) or memory."),
          chroma_host: Optional[str] = typer.Option(None, help="Use a Chroma server at this host."),
@@ -56,7 +57,7 @@ def main(data_dir: Optional[Path] = typer.Option(
     overrides = {k: v for k, v in {"data_dir": data_dir, "store": store, "chroma_host": chroma_host,
                                    "chroma_port": chroma_port}.items() if v is not None}
     try:
-        configure_output(quiet=quiet, log_level=log_level)
+        ctx.call_on_close(configure_output(quiet=quiet, log_level=log_level))
         set_settings(VPTTSettings(**overrides))
     except ConfigError as exc:
         fail(exc)
