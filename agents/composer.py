@@ -33,7 +33,7 @@ class TemplateComposer:
     (if it alone exceeds the budget, ``composition.over_budget`` is set).
 
     Example:
-        >>> from agents.trace import RetrievalTrace, ElementChoice
+        >>> from vptt.agents.trace import RetrievalTrace, ElementChoice
         >>> t = RetrievalTrace(method="vprag", elements=[ElementChoice(text="lantern glow", category="lighting",
         ...                    post_id="1", score=0.5)])
         >>> TemplateComposer().compose("a quiet street", t, Persona(persona_id="x"))

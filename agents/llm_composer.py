@@ -1,7 +1,7 @@
 """The paper's LLM ``f_compose`` for any OpenAI-compatible chat endpoint (OpenAI, vLLM, Ollama via base_url).
 
-The composer gets the query, the persona summary and the retrieved elements (most relevant first, as
-DESIGN.md fixes) and asks the model for one prompt of at most 150 words that "orchestrates a story arc" from
+The composer gets the query, the persona summary and the retrieved elements (most relevant first, see
+``docs/vprag.md``) and asks the model for one prompt of at most 150 words that "orchestrates a story arc" from
 them. Persona memory is untrusted text: it travels only inside the user message, as one JSON object between
 ``<persona_memory>`` markers, with ``<``, ``>`` and ``&`` escaped so no caption can close the block early.
 The system prompt is a constant of the composer's settings: nothing a persona holds can change it.

@@ -3,10 +3,10 @@
 * ``baseline`` — p' = p, no access to the persona.
 * ``persona_only`` — demographics only: a short who-is-this phrase and the first interests.
 * ``brag`` — the top captions by cosine (the template composer appends the best caption's text).
-* ``vprag`` — :func:`agents.vprag.retrieve`.
+* ``vprag`` — :func:`vptt.agents.vprag.retrieve`.
 * ``comb`` — BRAG + VPRAG: VPRAG's elements and the best caption.
 
-Every method returns a :class:`~agents.trace.RetrievalTrace` that the composer turns into the prompt.
+Every method returns a :class:`~vptt.agents.trace.RetrievalTrace` that the composer turns into the prompt.
 """
 
 from __future__ import annotations

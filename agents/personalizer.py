@@ -38,7 +38,7 @@ class Personalizer:
         config: VPRAG settings; defaults from ``settings``.
 
     Example:
-        >>> from stores.memory import InMemoryPersonaStore           # doctest: +SKIP
+        >>> from vptt import InMemoryPersonaStore, MiniLMEmbedder     # doctest: +SKIP
         >>> p = Personalizer(InMemoryPersonaStore(MiniLMEmbedder()))  # doctest: +SKIP
         >>> p.ingest("examples/data/personas.jsonl")                 # doctest: +SKIP
         >>> p.personalize("p01_kyoto_ceramicist", "A preferred outdoor spot").prompt  # doctest: +SKIP

@@ -48,7 +48,7 @@ class CompositionTrace(BaseModel):
 
 
 class RetrievalTrace(BaseModel):
-    """Every intermediate of one retrieval (DESIGN.md: s, w, H, n_eff, K, I, priorities, quotas, elements)."""
+    """Every intermediate of one retrieval (``docs/vprag.md``: s, w, H, n_eff, K, I, priorities, quotas, elements)."""
 
     method: str
     tau: float | None = None

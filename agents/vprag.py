@@ -1,4 +1,4 @@
-"""VPRAG (VPTT paper Sec. 3.2, Algorithm 1) as pure functions, exactly as DESIGN.md fixes them.
+"""VPRAG (VPTT paper Sec. 3.2, Algorithm 1) as pure functions, as ``docs/vprag.md`` documents them.
 
 1. ``s_i = cos(q, v_i)``; ``w = softmax(s / tau)``                                   -> :func:`post_weights`
 2. ``H = -sum w log w``; ``n_eff = exp(H)``; ``K = max(1, min(floor(n_eff), 2Q))``     -> :func:`effective_posts`
@@ -132,7 +132,7 @@ def allocate_quotas(weights: Sequence[float] | np.ndarray, counts: Sequence[int]
 
 @dataclass(frozen=True)
 class VPRAGConfig:
-    """VPRAG settings (DESIGN.md defaults).
+    """VPRAG settings (defaults: tau 0.1, Q^(k) = 3 per category).
 
     Args:
         tau: softmax temperature of the post weights.

@@ -1,4 +1,4 @@
-"""Persona data model (the DESIGN.md interchange format) and the persona card text.
+"""Persona data model (the interchange format of ``docs/data-format.md``) and the persona card text.
 
 A persona is ``{persona_id, demographics, summary, preferences, elements, posts}``. Unknown top-level keys are
 kept in :attr:`Persona.extra` and written back on dump; unknown keys inside ``demographics`` and posts are kept
@@ -158,7 +158,7 @@ class Persona(BaseModel):
 
     # -- derived text -----------------------------------------------------------------------------------
     def card_text(self) -> str:
-        """The persona card text that ``Emb(P)`` embeds (DESIGN.md field order; absent fields skipped)."""
+        """The persona card text that ``Emb(P)`` embeds (``docs/data-format.md`` field order; absent fields skipped)."""
         d = self.demographics
         parts: list[str] = []
         if self.summary.strip():

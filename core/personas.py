@@ -1,6 +1,6 @@
 """Read and write the persona JSONL interchange format (one persona per line).
 
-Bad lines raise :class:`~sdk.errors.PersonaValidationError` naming the file, line and field, or, with
+Bad lines raise :class:`~vptt.core.errors.PersonaValidationError` naming the file, line and field, or, with
 ``on_error="skip"``, are left out and listed in :attr:`PersonaList.skipped`.
 """
 

@@ -1,6 +1,6 @@
 """Pure functions behind the masked-similarity (MaSC) evaluator.
 
-Conventions follow the published ``masc-metric`` reference code (DESIGN.md, "Image-level evaluators"):
+Conventions follow the published ``masc-metric`` reference code (``docs/evaluators/masc.md``):
 
 * A mask is read as ``uint8 / 255`` when its maximum exceeds 1 (else as ``[0, 1]`` floats), bilinearly
   resized to the patch grid (``align_corners=False``, no antialias) and clamped to ``[0, 1]``.
@@ -12,7 +12,7 @@ Conventions follow the published ``masc-metric`` reference code (DESIGN.md, "Ima
   (case-insensitive, whole words), then whitespace is collapsed.
 
 Everything here is a function of its arguments (tensors, strings, input images); the model-holding class
-lives in ``evaluators.masked_similarity``.
+lives in ``vptt.evaluators.masked_similarity``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ those counts of distinct, non-empty strings; :func:`parse_reply` checks it stric
 code fence is tolerated, nothing else) and lists every problem. A malformed reply is re-asked up to
 ``malformed_retries`` times with the problems quoted; a persona still malformed after that is REPORTED in
 :attr:`GenerationReport.failures` with its replies, never silently dropped. Transport errors are retried with
-backoff (:mod:`agents._retry`); a refused key or a rejected request stops the run.
+backoff (:mod:`vptt.core.providers`); a refused key or a rejected request stops the run.
 
 Persona memory is untrusted text: it travels only inside the user message as escaped JSON between markers.
 

@@ -6,7 +6,7 @@ dataset). The gallery never holds an image used as a reference for generation: :
 drops (or, with ``on_reference="raise"``, refuses) every candidate whose key or decoded pixels equal a
 reference, and :class:`Gallery` re-checks this on construction.
 
-Conventions (``DESIGN.md``):
+Conventions (``docs/evaluators/fpr.md``):
 
 * Features are L2-normalised; distance = ``1 - cos``; a query is ranked only against its own group.
 * Relevant = same identity. ``AP = sum_k P@k * rel_k / n_relevant`` (0 when the gallery holds no image of
@@ -325,7 +325,7 @@ class FinerPersonalizationRank:
 
     Args:
         encoder: Hub id or directory of a CLIP / DINOv2 / SigLIP / DINO-ViT checkpoint, an
-            :class:`~evaluators._image_encoders.HFImageEncoder`, or any callable mapping a list of PIL
+            :class:`~vptt.evaluators._image_encoders.HFImageEncoder`, or any callable mapping a list of PIL
             images to an ``(N, D)`` array (e.g. a Re-ID model).
         device: Torch device for a loaded model (``"auto"`` picks CUDA when present).
         dtype: Weight dtype for a loaded model.

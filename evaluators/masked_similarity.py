@@ -1,12 +1,12 @@
 """Masked similarity (MaSC): concept preservation and prompt following from one SigLIP2 forward per image.
 
-The math lives in :mod:`evaluators._masc_core`; :class:`MaskedSimilarity` holds the model, batches images
+The math lives in :mod:`vptt.evaluators._masc_core`; :class:`MaskedSimilarity` holds the model, batches images
 through the vision tower, encodes each distinct image once (a reference scored against N outputs costs N+1
 image encodings) and caches text embeddings of repeated prompts. Numbers equal the published
 ``masc-metric`` package on the same checkpoint and inputs.
 
 Example:
-    >>> from evaluators.masked_similarity import MaskedSimilarity, PAPER_MODEL_ID
+    >>> from vptt.evaluators.masked_similarity import MaskedSimilarity, PAPER_MODEL_ID
     >>> scorer = MaskedSimilarity("path/to/siglip2-checkpoint", device="cpu")  # doctest: +SKIP
     >>> res = scorer.score(ref, ref_mask, out, out_mask, "a cat on a beach", "cat")  # doctest: +SKIP
     >>> res.cp, res.pf  # doctest: +SKIP

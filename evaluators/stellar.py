@@ -1,6 +1,6 @@
 """Stellar metrics (arXiv:2312.06116) for human-centric personalized generation, plus this project's RFS.
 
-Definitions (conventions of the Stellar reference code, ``DESIGN.md``):
+Definitions (conventions of the Stellar reference code, ``docs/evaluators/stellar.md``):
 
 * **IPS** (identity preservation): ``max cos(g, r)`` over every face ``g`` found in the generated image and
   every face ``r`` in the reference image(s) used for generation; 0 when either side has no face.

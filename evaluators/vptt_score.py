@@ -1,7 +1,7 @@
 """VPTT score: the text-level personalization proxy of the VPTT paper (Sec. 3.4), hard (evaluation) forms.
 
 ``VPTT_score = 0.2 PA + 0.3 GS + 0.3 CP + 0.2 NV`` and ``VPTT_score-c = (PA + GS + CP) / 3`` with the exact
-choices of ``DESIGN.md``:
+choices documented in ``docs/evaluators/vptt-score.md``:
 
 * PA = cos(p', P), P the persona card embedding.
 * GS = cos(v, B B^T v), B an orthonormal basis of the caption span by modified Gram-Schmidt (a residual of
@@ -14,7 +14,7 @@ choices of ``DESIGN.md``:
 Normalisation: every embedding is L2-normalised here (defensively, in float64), so callers may pass raw
 vectors. A zero (or missing, or non-finite) persona card embedding, e.g. from an empty persona summary, gives
 PA = 0 and ``pa_defined=False``; a zero prompt embedding gives PA = GS = 0. Caption and prompt embeddings must
-be finite and caption rows non-zero (:class:`~sdk.errors.ConfigError` otherwise).
+be finite and caption rows non-zero (:class:`~vptt.core.errors.ConfigError` otherwise).
 
 Example:
     >>> import numpy as np

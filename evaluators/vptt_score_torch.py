@@ -1,11 +1,11 @@
 """Differentiable VPTT score terms (torch), for using the score as a learnable objective (paper Sec. 3.4).
 
 The persona side (GS basis B, k-means centroids c_k) is a constant computed once by
-:func:`evaluators.vptt_score.prepare_persona` and handed over with :func:`persona_tensors`; gradients flow to
+:func:`vptt.evaluators.vptt_score.prepare_persona` and handed over with :func:`persona_tensors`; gradients flow to
 the prompt embedding (and, for soft NV, to the prompt's trigram embeddings).
 
 * PA = cos(v, P) and GS = cos(v, B B^T v): differentiable as they stand.
-* Soft CP (DESIGN.md): ``sum_k softmax(-d / tau_cp)_k * exp(-d_k)``, d_k = ||B^T v - c_k||; it tends to the
+* Soft CP (``docs/evaluators/vptt-score.md``): ``sum_k softmax(-d / tau_cp)_k * exp(-d_k)``, d_k = ||B^T v - c_k||; it tends to the
   hard ``exp(-min_k d_k)`` as ``tau_cp -> 0``.
 * Soft NV (paper): ``1 - max_i sum_{t in Tri(p')} max_{t' in Tri(c_i)} cos(phi(t), phi(t')) / |Tri(p')|``
   with ``phi`` any callable mapping a list of trigram strings ("w1 w2 w3") to an (n, E) array or tensor
