@@ -15,7 +15,7 @@ from vptt.agents.composer import Composer, TemplateComposer
 from vptt.agents.methods import CAPTION_METHODS, get_method
 from vptt.agents.results import IngestReport, PersonalizationResult
 from vptt.agents.vprag import VPRAGConfig
-from vptt.core.errors import EmptyQueryError, NoPostsError
+from vptt.core.errors import ConfigError, EmptyQueryError, NoPostsError
 from vptt.core.models import Persona
 from vptt.core.personas import OnError, load_personas
 from vptt.core.settings import VPTTSettings
@@ -49,6 +49,12 @@ class Personalizer:
                  config: VPRAGConfig | None = None, adhoc_cache_size: int = 256) -> None:
         from vptt.stores.factory import build_embedder, build_store
 
+        if isinstance(store, VPTTSettings):
+            raise ConfigError("Personalizer's first argument is the store; pass settings as a keyword: "
+                              "Personalizer(settings=VPTTSettings(...))")
+        if store is not None and not isinstance(store, PersonaStore):
+            raise ConfigError(f"store must be a PersonaStore (InMemoryPersonaStore, ChromaPersonaStore), got "
+                              f"{type(store).__name__}")
         self.settings = settings or VPTTSettings()
         s = self.settings
         self.embedder = embedder or (store.embedder if store is not None else build_embedder(s))

@@ -120,3 +120,12 @@ async def test_apersonalize(pz: Personalizer) -> None:
 
     r = await apersonalize("bob", "sunset surf", personalizer=pz)
     assert r.prompt == pz.personalize("bob", "sunset surf").prompt
+
+
+def test_settings_passed_as_the_store_is_a_clear_error() -> None:
+    from vptt import ConfigError
+
+    with pytest.raises(ConfigError, match="pass settings as a keyword"):
+        Personalizer(VPTTSettings(store="memory"))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="store must be a PersonaStore"):
+        Personalizer("my-store")  # type: ignore[arg-type]
