@@ -74,7 +74,9 @@ class VPTTSettings(BaseSettings):
     tau: float = Field(default=0.1, gt=0, description="softmax temperature of the post weights")
     per_category_budget: int = Field(default=3, ge=0)
     token_budget: int | None = Field(default=None, gt=0)
-    include_summary: bool = False
+    include_summary: bool = Field(default=True, description="VPRAG and Comb. give the composer the persona "
+                                                            "summary S_p (the paper's f_compose); False is "
+                                                            "an ablation")
     text_gate_threshold: float | None = Field(
         default=None, ge=0, le=1, description="VPTT_score threshold of the text gate in personalize(); None scores "
                                               "nothing")
@@ -82,6 +84,10 @@ class VPTTSettings(BaseSettings):
     llm_model: str = "gpt-4o-mini"
     llm_base_url: str | None = None
     llm_api_key: SecretStr | None = None
+    llm_concurrency: int = Field(default=16, ge=1, description="LLM requests in flight in bulk runs")
+    llm_requests_per_min: float | None = Field(default=None, gt=0, description="optional LLM request rate limit")
+    llm_tokens_per_min: float | None = Field(default=None, gt=0, description="optional LLM token rate limit")
+    llm_cache: bool = Field(default=True, description="keep LLM completions in <data_dir>/llm_cache.sqlite")
     images_model: str = "gpt-image-1"
     images_base_url: str | None = None
     images_api_key: SecretStr | None = None
@@ -119,6 +125,11 @@ class VPTTSettings(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return self.data_dir / "embeddings.sqlite"
+
+    @property
+    def llm_cache_path(self) -> Path:
+        """The persistent LLM response cache every run shares."""
+        return self.data_dir / "llm_cache.sqlite"
 
     def api_key(self, role: Role) -> str | None:
         """The API key of a provider role: ``VPTT_<ROLE>_API_KEY``, else ``OPENAI_API_KEY``, else None."""

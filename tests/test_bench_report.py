@@ -77,11 +77,12 @@ def test_report_files_tables_and_self_contained_html(run_dir: Path) -> None:
                                            "persona_map.png"]
     assert all(p.read_bytes()[:8] == PNG for p in rep.plots)
     md = rep.markdown.read_text()
-    assert "| Method | PA | GS | CP | NV | score-c | Win% | d (vs base) | score | Win% | d (vs base) |" in md
-    assert "## Summary (VPTT_score, d vs best method)" in md and "### Task `garden`" in md
+    assert ("| LLM | Method | n | PA | GS | CP | NV | score-c | 95% CI | Win% | d (vs Baseline) | score | 95% CI | "
+            "Win% | d (vs Baseline) |") in md
+    assert "## Summary (Table 3 layout" in md and "### Task `garden`" in md and "### (b) Editing" in md
     rows = [json.loads(x) for x in open(run_dir / "rows.jsonl")]
-    rho = spearmanr([r["score"] for r in rows], [r["judge"] for r in rows]).statistic
-    assert f"over 80 rows: {rho:.3f}" in md
+    rho = spearmanr([r["score_c"] for r in rows], [r["judge"] for r in rows]).statistic  # the paper's score-c
+    assert f"VPTT_score-c and the judge over 80 rows: {rho:.3f}" in md
     clip = np.mean([r["image_metrics"]["clip_t"] for r in rows
                     if r["task"] == "garden" and r["method"] == "vprag"])
     assert re.search(rf"\| VPRAG \| {clip:.3f} \| ", md)
@@ -90,9 +91,18 @@ def test_report_files_tables_and_self_contained_html(run_dir: Path) -> None:
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:|[\w./-]+\.png)""", page)
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 4 and all(base64.b64decode(b)[:8] == PNG for b in images)
-    # as many HTML tables as Markdown tables (+ the run's tasks, config, versions and sessions tables)
-    assert page.count("<table>") == md.count("\n|---|") + 4
+    # as many HTML tables as Markdown tables (+ 8 personas' prompt tables + the run's tasks, config, versions
+    # and sessions tables)
+    assert page.count("<table>") == md.count("\n|---|") + 8 + 4
     assert "<td>Comb. (BRAG+VPRAG)</td>" in page and "<td>ray</td>" in page
+    # the persona map is hoverable: one SVG point per persona with a caption embedding, titled with its id
+    titles = re.findall(r"<circle [^>]*><title>([^<]+)</title></circle>", page)
+    assert len(titles) == 7 and "p0 (age 20, female, Japan)" in titles and "p7 (age unknown, female, Japan)" in titles
+    # prompts per persona: one collapsible section each, every task x method prompt in it
+    assert page.count("<details>") == 8
+    section = page[page.index("<code>p3</code>"):].split("</details>")[0]
+    assert section.count('<td class="prompt">') == 10 and "Here is a garden. Add preferred elements to it &lt;vprag&gt;" in section
+    assert "median" in page and "1.5 × IQR" in page and "row minus column" in page
 
 
 def test_cohens_d_matrix_against_naive_pooled_formula() -> None:

@@ -41,8 +41,10 @@ def test_rows_report_and_plots(pz, tmp_path) -> None:
                      mem.captions)
     assert (r["pa"], r["gs"], r["cp"], r["nv"]) == pytest.approx((ref.pa, ref.gs, ref.cp, ref.nv), abs=1e-6)
     report = (tmp_path / "ev" / "report.md").read_text()
-    assert "| Method | PA | GS | CP | NV | score-c | Win% | d (vs base) | score | Win% | d (vs base) |" in report
-    assert "## Summary" in report and "| Baseline | " in report and "NV is reported as 0" in report
+    assert ("| LLM | Method | n | PA | GS | CP | NV | score-c | 95% CI | Win% | d (vs Baseline) | score | 95% CI | "
+            "Win% | d (vs Baseline) |") in report
+    assert "## Summary" in report and "| Baseline | " in report and "NV is — for methods not" in report
+    assert "| LLM | n | Baseline V [95% CI] | d (vs best) | Persona Only V [95% CI] |" in report
     assert len(run.plots) == 2
     for p in run.plots:
         assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
@@ -98,5 +100,5 @@ def test_win_rates_in_report_match_a_naive_count(pz, tmp_path) -> None:
         for m in tied:
             wins[m] += 1 / len(tied) / 2
     report = (tmp_path / "ev" / "report.md").read_text()
-    vprag_line = next(line for line in report.splitlines() if line.startswith("| VPRAG |"))
-    assert vprag_line.split("|")[10].strip() == f"{100 * wins['vprag']:.1f}%"
+    vprag_line = next(line for line in report.splitlines() if "| VPRAG |" in line)
+    assert vprag_line.split("|")[14].strip() == f"{100 * wins['vprag']:.1f}%"
