@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -60,10 +61,15 @@ class ChatRequest:
                 out[name] = value
         return out
 
-    @property
+    @functools.cached_property
+    def payload(self) -> bytes:
+        """The body as canonical JSON bytes (sorted keys): what is sent, and what the key hashes."""
+        return _canonical(self.body()).encode("utf-8")
+
+    @functools.cached_property
     def key(self) -> str:
         """sha256 of the canonical JSON of model, messages and sampling parameters (the cache key)."""
-        return request_key(self.body())
+        return hashlib.sha256(self.payload).hexdigest()
 
     def approx_tokens(self) -> int:
         """A cheap prompt-size estimate (characters / 4, as providers' rate limiters estimate)."""
@@ -75,9 +81,13 @@ def request_key(body: dict[str, Any]) -> str:
 
     Absent parameters and parameters set to None give the same key.
     """
-    fields = {k: body.get(k) for k in ("model", "messages", "temperature", "top_p", "max_tokens", "seed")}
-    canon = json.dumps(fields, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canon.encode("utf-8")).hexdigest()
+    fields = {k: body[k] for k in ("model", "messages", "temperature", "top_p", "max_tokens", "seed")
+              if body.get(k) is not None}
+    return hashlib.sha256(_canonical(fields).encode("utf-8")).hexdigest()
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ a Ray actor) submits requests and keeps computing while up to ``concurrency`` of
 * **Limits.** Optional requests/min and tokens/min token buckets (burst: one second's worth). Tokens are
   estimated as prompt characters / 4 plus ``max_tokens``, as providers' own limiters estimate.
 
-The transport is ``aiohttp`` (at 64 requests in flight it costs ~0.25 ms of CPU per request on this project's
-2-core reference machine; httpx's async pool cost more than 7 ms).
+The transport is ``aiohttp`` on uvloop's event loop when uvloop is installed (at 64 requests in flight the
+client costs about half a millisecond of CPU per completion on this project's 2-core reference machine;
+httpx's async pool cost more than 7 ms).
 """
 
 from __future__ import annotations
@@ -227,7 +228,7 @@ class ChatClient:
     # -- loop thread ---------------------------------------------------------------------------------------
     def _ensure_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            loop = asyncio.new_event_loop()
+            loop = _new_loop()
             self._thread = threading.Thread(target=loop.run_forever, name="vptt-llm-client", daemon=True)
             self._thread.start()
             self._loop = loop
@@ -278,7 +279,7 @@ class ChatClient:
     async def _with_retry(self, request: ChatRequest) -> tuple[ChatReply, int]:
         loop = asyncio.get_running_loop()
         delays = backoff_delays(self.retry, self.retry.max_attempts - 1)
-        body = json.dumps(request.body(), ensure_ascii=False).encode("utf-8")
+        body = request.payload
         what = f"{self.what} {request.model!r}" + (f" ({request.tag})" if request.tag else "")
         for attempt in range(1, self.retry.max_attempts + 1):
             pause = self._resume_at - loop.time()
@@ -314,6 +315,15 @@ class ChatClient:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
         return parse_reply(raw, model)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed (about a fifth less CPU per request), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def parse_reply(raw: bytes, model: str) -> ChatReply:
