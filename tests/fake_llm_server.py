@@ -8,10 +8,10 @@
   its data does, and the same request always gets the same reply.
 * Faults on demand, in order, one request each: ``POST /control`` with ``{"faults": ["429", "500",
   "malformed", "empty", "slow"], "retry_after": 1, "slow_s": 5}`` (or ``--faults 429,500`` at start).
-  ``429`` carries ``Retry-After``; ``malformed`` is a 200 whose body is not JSON; ``empty`` has no choices;
-  ``slow`` answers after ``slow_s`` seconds.
+  ``429`` carries ``Retry-After``; ``500`` and ``401`` are plain errors; ``malformed`` is a 200 whose body is
+  not JSON; ``empty`` has no choices; ``slow`` answers after ``slow_s`` seconds.
 * Every request is logged as one JSON line (time, cache key, status, fault, and with ``--log-bodies`` the
-  body); ``GET /stats`` returns counts.
+  body); ``GET /stats`` returns counts by status and the most requests it held at once (``max_in_flight``).
 
 :class:`FakeLLMServer` starts and stops it from a test.
 """
@@ -79,7 +79,7 @@ class _State:
         self.slow_s = args.slow_s
         self.log_path = Path(args.log) if args.log else None
         self.log_bodies = args.log_bodies
-        self.counts: dict[str, int] = {"requests": 0}
+        self.counts: dict[str, int] = {"requests": 0, "in_flight": 0, "max_in_flight": 0}
         self.log = open(self.log_path, "a", buffering=1) if self.log_path else None  # noqa: SIM115
 
     def record(self, entry: dict[str, Any]) -> None:
@@ -99,12 +99,17 @@ async def _chat(request: Any) -> Any:
                              "model": body.get("model")}
     if st.log_bodies:
         entry["body"] = body
-    if fault in ("429", "500"):
+    if fault in ("429", "500", "401"):
         entry["status"] = int(fault)
         st.record(entry)
         headers = {"Retry-After": str(st.retry_after)} if fault == "429" else {}
         return web.json_response({"error": {"message": f"injected {fault}"}}, status=int(fault), headers=headers)
-    await asyncio.sleep(st.slow_s if fault == "slow" else st.latency)
+    st.counts["in_flight"] += 1
+    st.counts["max_in_flight"] = max(st.counts["max_in_flight"], st.counts["in_flight"])
+    try:
+        await asyncio.sleep(st.slow_s if fault == "slow" else st.latency)
+    finally:
+        st.counts["in_flight"] -= 1
     entry["status"] = 200
     st.record(entry)
     if fault == "malformed":

@@ -102,3 +102,17 @@ def test_win_rates_in_report_match_a_naive_count(pz, tmp_path) -> None:
     report = (tmp_path / "ev" / "report.md").read_text()
     vprag_line = next(line for line in report.splitlines() if "| VPRAG |" in line)
     assert vprag_line.split("|")[14].strip() == f"{100 * wins['vprag']:.1f}%"
+
+
+def test_one_persona_writes_rows_and_a_report_with_n_a(pz, tmp_path) -> None:
+    from vptt.evaluators.bench_report import bench_report
+    from vptt.sdk.bench import run_bench
+
+    run = evaluate(pz, tmp_path / "ev", personas=["alice"], tasks=["outdoor_spot"], progress=False)
+    assert run.rows_written == 5 and len(run.plots) == 2
+    report = (tmp_path / "ev" / "report.md").read_text()
+    vprag = next(line for line in report.splitlines() if "| VPRAG |" in line).split("|")
+    assert vprag[3].strip() == "1" and vprag[9].strip() == "n/a" and vprag[11].strip() == "n/a"  # n, CI, d
+    bench = run_bench(pz, tmp_path / "b", personas=["alice"], tasks=["outdoor_spot"], progress=False)
+    rep = bench_report(bench.out_dir)
+    assert bench.rows_written == 5 and "n/a" in rep.markdown.read_text() and rep.html.exists()
