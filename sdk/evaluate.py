@@ -1,7 +1,8 @@
 """``vptt evaluate``: personas × tasks × methods → prompts, VPTT scores, the paper's tables and plots.
 
-Output directory: ``rows.jsonl`` (one row per persona/task/method, resumable), ``manifest.json`` (config and
-versions), ``report.md`` (Table 3 and Tables 7-10 layouts) and ``plots/*.png``.
+Output directory: ``rows.jsonl`` (one row per persona/task/method, resumable), ``manifest.json`` (config,
+versions, sessions and LLM token totals), ``report.md`` (Table 3 and Tables 7-10 layouts), ``report.html``
+(the same, with the plots inline and the prompts per persona) and ``plots/*.png``.
 """
 
 from __future__ import annotations
@@ -197,13 +198,13 @@ def record_session(path: Path, session: dict[str, Any], rows: Iterable[dict[str,
 
 
 def write_report(out_dir: str | Path, title: str = "VPTT evaluation") -> Path:
-    """(Re)write ``report.md`` and ``plots/`` from ``rows.jsonl`` in ``out_dir``."""
-    from vptt.evaluators.report import markdown_report, write_plots
+    """(Re)write ``report.md``, ``report.html`` and ``plots/`` from ``rows.jsonl`` in ``out_dir``.
+
+    The same report as ``vptt bench report`` (:func:`evaluators.bench_report.bench_report`), written into the
+    run's own directory.
+    """
+    from vptt.evaluators.bench_report import bench_report
 
     out = Path(out_dir)
-    rows = ResultLog(out / "rows.jsonl", row_key).rows()
-    if not rows:
-        raise ConfigError(f"{out / 'rows.jsonl'} has no rows to report")
-    (out / "report.md").write_text(markdown_report(rows, title))
-    write_plots(rows, out / "plots")
-    return out / "report.md"
+    ResultLog(out / "rows.jsonl", row_key)  # repairs a torn last line before the report reads the rows
+    return bench_report(out, out, title=title).markdown

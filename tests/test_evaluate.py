@@ -45,7 +45,7 @@ def test_rows_report_and_plots(pz, tmp_path) -> None:
             "Win% | d (vs Baseline) |") in report
     assert "## Summary" in report and "| Baseline | " in report and "NV is — for methods not" in report
     assert "| LLM | n | Baseline V [95% CI] | d (vs best) | Persona Only V [95% CI] |" in report
-    assert len(run.plots) == 2
+    assert len(run.plots) == 3 and (tmp_path / "ev" / "report.html").exists()
     for p in run.plots:
         assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((tmp_path / "ev" / "manifest.json").read_text())
@@ -109,7 +109,7 @@ def test_one_persona_writes_rows_and_a_report_with_n_a(pz, tmp_path) -> None:
     from vptt.sdk.bench import run_bench
 
     run = evaluate(pz, tmp_path / "ev", personas=["alice"], tasks=["outdoor_spot"], progress=False)
-    assert run.rows_written == 5 and len(run.plots) == 2
+    assert run.rows_written == 5 and len(run.plots) == 3
     report = (tmp_path / "ev" / "report.md").read_text()
     vprag = next(line for line in report.splitlines() if "| VPRAG |" in line).split("|")
     assert vprag[3].strip() == "1" and vprag[9].strip() == "n/a" and vprag[11].strip() == "n/a"  # n, CI, d

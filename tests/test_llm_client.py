@@ -191,3 +191,12 @@ def test_requests_per_minute_limit_through_the_client(server: FakeLLMServer) -> 
         for f in [client.submit(req(f"limited {i}")) for i in range(20)]:
             f.result()
         assert time.perf_counter() - t0 >= 0.9  # 10 at once, then 10 per second
+
+
+def test_without_uvloop_the_standard_loop_serves(server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # `import uvloop` raises ImportError
+    with ChatClient(server.base_url, KEY) as client:
+        assert client.complete(req("std loop")).text == reply_for(req("std loop").body())
+        assert type(client._loop).__module__.startswith("asyncio")

@@ -81,8 +81,8 @@ def print_summary(run: Any) -> None:
         for key, label in (("score_c", "VPTT_score-c"), ("score", "VPTT_score"), ("n", "n")):
             table.add_row(label, *(f"{v[key]:.3f}" if key != "n" else str(v[key]) for v in means.values()))
         console.print(table)
-    console.print(f"report: {run.report_path}" + (f" (plots in {Path(run.report_path).parent / 'plots'})"
-                                                   if run.plots else ""))
+    html = Path(run.report_path).with_suffix(".html")
+    console.print(f"report: {run.report_path}" + (f" and {html}" if html.exists() else ""), soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
