@@ -4,8 +4,10 @@ Every (persona, task, method) gets the :func:`sdk.evaluate.persona_rows` row (pr
 seed, and, when an image generator is given, the image path, image-metric values and a judge score.
 Output directory::
 
-    manifest.json    config (tasks, methods, VPRAG settings, seed and seed rule, generator, metrics, judge),
-                     versions, and one entry per session (backend, workers, rows written, throughput)
+    manifest.json    config (tasks, methods, VPRAG settings, seed and seed rule, composer and LLM sampling
+                     settings, generator, metrics, judge), versions, one entry per session (backend, workers,
+                     rows written, throughput, LLM completions bought / from the cache and tokens), and
+                     ``llm_totals`` over all rows
     rows.jsonl       one row per (persona, task, method) (:class:`sdk._resultlog.ResultLog`)
     personas.jsonl   one record per persona: age, gender, country, mean caption embedding (base64 float32)
     personas.npz     the same as arrays, rewritten at the end of each session (for reports)
@@ -16,6 +18,10 @@ Only the driver writes, one persona at a time: its images (atomically), its pers
 ``kill -9`` the same call continues: personas with every row present are skipped, the rest recomputed,
 and rows whose key is already present are dropped, so no row is lost or duplicated. Seeds derive from the
 run seed and the row key (:func:`derive_seed`), so recomputed rows and images are the same.
+
+With an LLM composer (``BenchRecipe(llm=LLMComposerConfig(...))``, CLI ``--composer llm``) each worker keeps its
+share of ``concurrency`` requests in flight (:class:`sdk.pipeline.RowPipeline`), and every completion goes
+through the response cache in the data directory, so a recomputed row buys nothing.
 """
 
 from __future__ import annotations

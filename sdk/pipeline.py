@@ -27,6 +27,7 @@ from vptt.agents.personalizer import Personalizer
 from vptt.agents.tasks import Task
 from vptt.agents.trace import RetrievalTrace
 from vptt.agents.vprag import VPRAGConfig
+from vptt.core.errors import VPTTError
 from vptt.core.llm_cache import ChatRequest
 from vptt.stores.records import EmbeddedPersona
 
@@ -145,9 +146,21 @@ class RowPipeline:
                                         return_when=concurrent.futures.FIRST_COMPLETED)
                 continue
             pending.remove(ready)
-            yield PersonaRows(ready.persona_id, ready.mem, self._finish(ready))
+            try:
+                rows = self._finish(ready)
+            except VPTTError:  # a request failed for good: let the others land in the cache first
+                self._drain(pending)
+                raise
+            yield PersonaRows(ready.persona_id, ready.mem, rows)
 
     # -- internals -----------------------------------------------------------------------------------------
+    def _drain(self, pending: Iterable[_Pending]) -> None:
+        """Wait (at most one request timeout) for the requests still in flight, so that what they buy is
+        cached for the next run instead of cancelled."""
+        futures = [s.future for p in pending for s in p.slots if s.future is not None and not s.future.done()]
+        if futures:
+            concurrent.futures.wait(futures, timeout=getattr(self.client, "timeout_s", 60.0))
+
     def _plan(self, mem: EmbeddedPersona, skip: Collection[tuple[str, str]], *, submit: bool) -> _Pending:
         """Retrieve every wanted (task, method); compose template prompts now, submit LLM requests."""
         out = _Pending(mem.persona_id, mem)
