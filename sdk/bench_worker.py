@@ -12,6 +12,7 @@ import importlib
 import io
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -306,21 +307,27 @@ class BenchWorker:
         finished personas are scored. Results come in the order they finish."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         p, c = self.plan, self.c
-        todo: list[tuple[str, frozenset[tuple[str, str]]]] = []
-        for persona_id, skip in jobs:
-            mem = c.personalizer.store.embedded(persona_id)
-            if not mem.persona.posts:  # the VPTT score needs captions: recorded as skipped, never retried
-                info = {**persona_info(mem), "skipped": "no posts: the VPTT score needs the persona's captions"}
-                yield PersonaResult(persona_id, [], info)
-                continue
-            # a judge compares all methods of a task at once: recompute the whole persona then
-            skip = frozenset() if c.judge is not None else frozenset(skip)
-            if {(t.name, m) for t in p.tasks for m in p.methods} <= skip:  # only its record was missing
-                yield PersonaResult(persona_id, [], persona_info(mem))
-                continue
-            todo.append((persona_id, skip))
+        wanted = {(t.name, m) for t in p.tasks for m in p.methods}
+        ready: deque[PersonaResult] = deque()  # personas with nothing to compute, passed on as they are met
+
+        def todo() -> Iterator[tuple[str, frozenset[tuple[str, str]]]]:
+            for persona_id, skip in jobs:  # read lazily: the pipeline pulls as it has room
+                mem = c.personalizer.store.embedded(persona_id)
+                if not mem.persona.posts:  # the VPTT score needs captions: recorded as skipped, never retried
+                    info = {**persona_info(mem), "skipped": "no posts: the VPTT score needs the persona's captions"}
+                    ready.append(PersonaResult(persona_id, [], info))
+                    continue
+                # a judge compares all methods of a task at once: recompute the whole persona then
+                done = frozenset() if c.judge is not None else frozenset(skip)
+                if wanted <= done:  # only its record was missing
+                    ready.append(PersonaResult(persona_id, [], persona_info(mem)))
+                    continue
+                yield persona_id, done
+
         tasks = {t.name: t for t in p.tasks}
-        for got in self.pipeline().run(todo):
+        for got in self.pipeline().run(todo()):
+            while ready:
+                yield ready.popleft()
             mem, rows = got.mem, got.rows
             images: dict[str, bytes] = {}
             for row in rows:
@@ -333,6 +340,8 @@ class BenchWorker:
             yield PersonaResult(mem.persona_id, rows, persona_info(mem), images, round(now - t0, 6),
                                 round(cpu - cpu0, 6))
             t0, cpu0 = now, cpu
+        while ready:
+            yield ready.popleft()
 
     def _image(self, mem: EmbeddedPersona, task: Task, row: dict[str, Any]) -> dict[str, bytes]:
         init = self.init_image(task)
