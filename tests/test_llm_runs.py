@@ -162,8 +162,9 @@ def test_a_failed_completion_stops_the_run_and_keeps_what_was_bought(pz, server,
     got = len(ResponseCache(cache))
     done = evaluate(pz, tmp_path / "e", tasks=TASKS, composer=fake_llm(server, cache), progress=False,
                     report=False)
-    # the other requests in flight were let finish and cached, not cancelled: 13 of the 14 distinct ones
-    assert got == 13 and done.rows_total == 20
+    # the other requests in flight were let finish and cached, not cancelled: all 14 distinct ones but the
+    # failed one (which bob's identical Persona Only request may have bought after alice's had failed)
+    assert got in (13, 14) and done.rows_total == 20
     assert done.llm["calls"] == 14 - got  # 14 distinct completions in all: what the failed run bought is reused
 
 
