@@ -1,22 +1,31 @@
 """Retrieval methods selectable by ``method=``: the paper's baselines (Sec. 4.1) beside VPRAG.
 
-* ``baseline`` — p' = p, no access to the persona.
-* ``persona_only`` — demographics only: a short who-is-this phrase and the first interests.
-* ``brag`` — the top captions by cosine (the template composer appends the best caption's text).
-* ``vprag`` — :func:`vptt.agents.vprag.retrieve`.
-* ``comb`` — BRAG + VPRAG: VPRAG's elements and the best caption.
+What each method gives the composer (:data:`METHOD_INPUTS`, the paper's Sec. 4.1 and ``f_compose(p, S_p, E_p,
+L)`` of Sec. 3.2) is fixed here, once, for every composer:
 
-Every method returns a :class:`~vptt.agents.trace.RetrievalTrace` that the composer turns into the prompt.
+* ``baseline`` — nothing: p' = p (an LLM composer makes no call).
+* ``persona_only`` — the demographics fields only (age, gender, country, city, ethnicity, occupation,
+  interests, personality, social-media tone); not the summary (it is written from the posts), no caption, no
+  element.
+* ``brag`` — all the persona's captions, in decreasing cosine to the query.
+* ``vprag`` — the persona summary S_p and the VPRAG elements E_p (:func:`vptt.agents.vprag.retrieve`) in retrieval
+  order.
+* ``comb`` — BRAG's captions plus VPRAG's summary and elements.
+
+Every method returns a :class:`~vptt.agents.trace.RetrievalTrace`; :func:`composer_inputs` turns it into the
+:class:`ComposerInputs` a composer may use.
 """
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Callable, Mapping
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
-from vptt.agents.trace import ChosenPost, ElementChoice, RetrievalTrace
+from vptt.agents.trace import ChosenPost, RetrievalTrace
 from vptt.agents.vprag import VPRAGConfig, cosine_scores, retrieve, top_k_posts
 from vptt.core.errors import ConfigError
 from vptt.core.models import Persona
@@ -24,19 +33,110 @@ from vptt.stores.records import EmbeddedPersona
 
 MethodFn = Callable[[np.ndarray, EmbeddedPersona, Mapping[str, np.ndarray], VPRAGConfig], RetrievalTrace]
 
-BRAG_TOP_CAPTIONS = 5
-"""How many captions BRAG ranks (the template composer uses the best one; the LLM composer gets all)."""
-
 CAPTION_METHODS = frozenset({"brag", "vprag", "comb"})
 """Methods conditioned on the persona's captions (the others get NV = 0 in reports, as in the paper)."""
 
+Input = Literal["demographics", "summary", "elements", "captions"]
+METHOD_INPUTS: dict[str, tuple[Input, ...]] = {
+    "baseline": (),
+    "persona_only": ("demographics",),
+    "brag": ("captions",),
+    "vprag": ("summary", "elements"),
+    "comb": ("summary", "elements", "captions"),
+}
+"""What each method gives the composer. A method not listed here gives its trace's elements and captions."""
+
+DEMOGRAPHIC_FIELDS = ("age", "gender", "country", "city", "ethnicity", "occupation", "interests", "personality",
+                      "social_media_tone")
+"""The demographics fields Persona Only sees (DESIGN.md), in this order."""
+
+
+class ComposerInputs(BaseModel):
+    """Everything a composer may use for one prompt; a field is None/empty when the method does not give it.
+
+    Attributes:
+        method: the method that produced them.
+        query: the user's prompt p.
+        inputs: which of demographics/summary/elements/captions the method gives (:data:`METHOD_INPUTS`).
+        demographics: the persona's demographics fields (Persona Only), empty fields left out.
+        summary: the persona summary S_p (VPRAG, Comb.).
+        elements: ``(category, text)`` of the kept VPRAG elements, in retrieval (prompt) order.
+        captions: captions in decreasing cosine to the query (BRAG, Comb.).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    method: str
+    query: str
+    inputs: tuple[str, ...] = ()
+    demographics: dict[str, Any] | None = None
+    summary: str | None = None
+    elements: list[tuple[str, str]] = Field(default_factory=list)
+    captions: list[str] = Field(default_factory=list)
+
+    def payload(self, max_elements: int | None = None, max_captions: int | None = None) -> dict[str, Any]:
+        """The JSON data an LLM composer gets: ``query`` plus only the keys the method gives."""
+        out: dict[str, Any] = {"query": self.query}
+        if "demographics" in self.inputs:
+            out["demographics"] = dict(self.demographics or {})
+        if "summary" in self.inputs:
+            out["summary"] = self.summary or ""
+        if "elements" in self.inputs:
+            out["elements"] = [{"category": c, "text": t} for c, t in self.elements[:max_elements]]
+        if "captions" in self.inputs:
+            out["captions"] = list(self.captions[:max_captions])
+        return out
+
+
+def demographics_of(persona: Persona) -> dict[str, Any]:
+    """The persona's :data:`DEMOGRAPHIC_FIELDS` that are set (no empty strings, lists or None)."""
+    d = persona.demographics
+    out: dict[str, Any] = {}
+    for name in DEMOGRAPHIC_FIELDS:
+        value = getattr(d, name, None)
+        if isinstance(value, str):
+            value = value.strip()
+        elif isinstance(value, list):
+            value = [v.strip() for v in value if isinstance(v, str) and v.strip()]
+        if value not in (None, "", []):
+            out[name] = value
+    return out
+
+
+def method_inputs(method: str, include_summary: bool = True) -> tuple[str, ...]:
+    """:data:`METHOD_INPUTS` of ``method`` (elements and captions for a method not listed there), without
+    ``summary`` when ``include_summary`` is False."""
+    given = METHOD_INPUTS.get(method, ("elements", "captions"))
+    return given if include_summary else tuple(g for g in given if g != "summary")
+
+
+def composer_inputs(query: str, trace: RetrievalTrace, persona: Persona, *,
+                    include_summary: bool = True) -> ComposerInputs:
+    """What a composer may use for ``trace.method`` (:data:`METHOD_INPUTS`).
+
+    Args:
+        query: the user's prompt.
+        trace: the method's retrieval trace (kept elements and ranked captions).
+        persona: the persona (demographics and summary are read from it, when the method gives them).
+        include_summary: False drops S_p from VPRAG and Comb. (an ablation; the paper gives it).
+    """
+    given = method_inputs(trace.method, include_summary)
+    return ComposerInputs(
+        method=trace.method, query=query.strip(), inputs=given,
+        demographics=demographics_of(persona) if "demographics" in given else None,
+        summary=persona.summary.strip() if "summary" in given else None,
+        elements=[(e.category, e.text) for e in trace.elements if e.status == "kept"] if "elements" in given
+        else [],
+        captions=list(trace.captions_used) if "captions" in given else [])
+
 
 def persona_phrase(persona: Persona) -> str:
-    """``"68-year-old male retired ceramicist from Kyoto, Japan"`` from whatever demographics exist."""
+    """``"68-year-old Japanese male retired ceramicist from Kyoto, Japan"`` from whatever demographics exist."""
     d = persona.demographics
     age = f"{d.age}-year-old" if d.age is not None else ""
     place = ", ".join(x for x in (d.city.strip(), d.country.strip()) if x)
-    who = " ".join(x for x in (age, d.gender.strip(), d.occupation.strip() or "person") if x)
+    who = " ".join(x for x in (age, d.ethnicity.strip(), d.gender.strip(), d.occupation.strip() or "person")
+                   if x)
     return f"{who} from {place}" if place else who
 
 
@@ -48,29 +148,24 @@ def baseline(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Map
 
 def persona_only(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Mapping[str, np.ndarray],
                  config: VPRAGConfig) -> RetrievalTrace:
-    """Demographics only (no captions): who the persona is, then up to three interests."""
-    p = persona.persona
-    items = [ElementChoice(text=f"as photographed by a {persona_phrase(p)}", category="demographics",
-                           post_id="", score=1.0)]
-    items += [ElementChoice(text=i, category="interests", post_id="", score=0.0)
-              for i in p.demographics.interests[:3]]
-    return RetrievalTrace(method="persona_only", elements=items)
+    """Demographics only: nothing is retrieved; the composer reads the demographics fields."""
+    return RetrievalTrace(method="persona_only")
 
 
 def _ranked_captions(query_emb: np.ndarray, persona: EmbeddedPersona, method: str) -> RetrievalTrace:
     sims = cosine_scores(query_emb, persona.caption_embs)
-    top = top_k_posts(sims, min(BRAG_TOP_CAPTIONS, sims.size))
+    order = top_k_posts(sims, sims.size)  # every post, decreasing cosine (ties: earlier post first)
     posts = persona.persona.posts
     return RetrievalTrace(
-        method=method, post_ids=[p.post_id for p in posts], similarities=sims.tolist(), k=int(top.size),
+        method=method, post_ids=[p.post_id for p in posts], similarities=sims.tolist(), k=int(order.size),
         chosen_posts=[ChosenPost(index=int(i), post_id=posts[i].post_id, similarity=float(sims[i]), weight=0.0)
-                      for i in top],
-        captions_used=[posts[int(top[0])].caption] if top.size else [])
+                      for i in order],
+        captions_used=[posts[int(i)].caption for i in order])
 
 
 def brag(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Mapping[str, np.ndarray],
          config: VPRAGConfig) -> RetrievalTrace:
-    """Top captions by cosine; the best caption's text is handed to the composer."""
+    """All captions, in decreasing cosine to the query (the template composer appends the best one)."""
     return _ranked_captions(query_emb, persona, "brag")
 
 
@@ -82,7 +177,7 @@ def vprag(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Mappin
 
 def comb(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Mapping[str, np.ndarray],
          config: VPRAGConfig) -> RetrievalTrace:
-    """BRAG + VPRAG: VPRAG's elements and trace, plus the best caption."""
+    """BRAG + VPRAG: VPRAG's trace and elements, plus BRAG's ranked captions."""
     trace = retrieve(query_emb, persona, category_embs, config)
     ranked = _ranked_captions(query_emb, persona, "comb")
     return trace.model_copy(update={"method": "comb", "captions_used": ranked.captions_used})

@@ -14,6 +14,7 @@ import numpy as np
 from vptt.agents.composer import Composer, TemplateComposer
 from vptt.agents.methods import CAPTION_METHODS, get_method
 from vptt.agents.results import IngestReport, PersonalizationResult
+from vptt.agents.trace import RetrievalTrace
 from vptt.agents.vprag import VPRAGConfig
 from vptt.core.errors import ConfigError, EmptyQueryError, NoPostsError
 from vptt.core.models import Persona
@@ -155,6 +156,23 @@ class Personalizer:
         Bulk evaluation and the agent graph use this to reuse one query embedding across personas.
         """
         t2 = time.perf_counter()
+        method, trace, fallback = self.retrieve_embedded(mem, query_emb, method=method, config=config,
+                                                         strict=strict)
+        t3 = time.perf_counter()
+        prompt = (composer or self.composer).compose(query.strip(), trace, mem.persona)
+        t4 = time.perf_counter()
+        timings = {"retrieve": t3 - t2, "compose": t4 - t3, "total": t4 - t2}
+        return PersonalizationResult(prompt=prompt, query=query, method=method, persona_id=mem.persona_id,
+                                     trace=trace, fallback=fallback,
+                                     timings_ms={k: round(v * 1000, 3) for k, v in timings.items()})
+
+    def retrieve_embedded(self, mem: EmbeddedPersona, query_emb: np.ndarray, *, method: str = "vprag",
+                          config: VPRAGConfig | None = None, strict: bool = False
+                          ) -> tuple[str, RetrievalTrace, str | None]:
+        """The retrieval half of :meth:`personalize_embedded`: ``(method that ran, trace, fallback note)``.
+
+        Bulk runs compose the traces later (an LLM composer many at a time).
+        """
         fn = get_method(method)
         fallback = None
         if not mem.persona.posts and method in CAPTION_METHODS:
@@ -164,11 +182,4 @@ class Personalizer:
             fallback = f"persona {mem.persona_id!r} has no posts: fell back from {method!r} to 'persona_only'"
             method, fn = "persona_only", get_method("persona_only")
         cats = self.category_embeddings(mem.categories) if method in ("vprag", "comb") else {}
-        trace = fn(query_emb, mem, cats, config or self.config)
-        t3 = time.perf_counter()
-        prompt = (composer or self.composer).compose(query.strip(), trace, mem.persona)
-        t4 = time.perf_counter()
-        timings = {"retrieve": t3 - t2, "compose": t4 - t3, "total": t4 - t2}
-        return PersonalizationResult(prompt=prompt, query=query, method=method, persona_id=mem.persona_id,
-                                     trace=trace, fallback=fallback,
-                                     timings_ms={k: round(v * 1000, 3) for k, v in timings.items()})
+        return method, fn(query_emb, mem, cats, config or self.config), fallback

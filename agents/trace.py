@@ -45,6 +45,8 @@ class CompositionTrace(BaseModel):
     token_budget: int | None = None
     over_budget: bool = False
     summary_included: bool = False
+    inputs: list[str] = Field(default_factory=list)
+    """What the method gave the composer (demographics, summary, elements, captions)."""
 
 
 class RetrievalTrace(BaseModel):

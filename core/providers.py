@@ -39,6 +39,10 @@ log = logging.getLogger("vptt.agents")
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
+class TransientReplyError(Exception):
+    """A reply that arrived but cannot be used (not JSON, no choices): retried like a 5xx answer."""
+
+
 class RetryConfig(BaseModel):
     """How provider calls are retried.
 
@@ -127,6 +131,8 @@ def is_retryable(exc: BaseException, cfg: RetryConfig) -> bool:
     """Whether ``exc`` is transient: a retried HTTP status, a timeout or a connection failure."""
     if isinstance(exc, VPTTError):
         return False
+    if isinstance(exc, TransientReplyError):
+        return True
     status = _status(exc)
     if status is not None:
         return status in cfg.retry_statuses
@@ -150,6 +156,9 @@ def _provider_error(exc: BaseException, what: str, attempts: int, secrets: Seque
     status = _status(exc)
     detail = redact(str(exc), secrets)[:300]
     tries = f" after {attempts} attempt(s)" if attempts > 1 else ""
+    if isinstance(exc, TransientReplyError):
+        return ProviderError(f"{what}: unusable reply{tries}: {detail}; check the model name and the server "
+                             "(or a proxy in between)")
     if _is_timeout(exc):
         return ProviderTimeoutError(f"{what}: timed out{tries}; raise timeout_s or check the server load")
     if status == 429:
@@ -171,7 +180,8 @@ def _provider_error(exc: BaseException, what: str, attempts: int, secrets: Seque
     return ProviderError(f"{what}: {type(exc).__name__}: {detail}")
 
 
-def _wait(exc: BaseException, delay: float, cfg: RetryConfig) -> float:
+def retry_wait(exc: BaseException, delay: float, cfg: RetryConfig) -> float:
+    """Seconds to wait before retrying ``exc``: its ``Retry-After`` (capped by ``max_interval``), else ``delay``."""
     after = _retry_after(exc) if cfg.respect_retry_after else None
     return min(after, cfg.max_interval) if after is not None else delay
 
@@ -188,7 +198,7 @@ def call_with_retry(fn: Callable[[], T], *, what: str, retry: RetryConfig, secre
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised typed
             if attempt == retry.max_attempts or not is_retryable(exc, retry):
                 raise to_provider_error(exc, what, attempt, secrets) from None
-            wait = _wait(exc, next(delays), retry)
+            wait = retry_wait(exc, next(delays), retry)
             log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, attempt,
                         retry.max_attempts, wait)
             sleep(wait)
@@ -208,7 +218,7 @@ async def acall_with_retry(fn: Callable[[], Awaitable[T]], *, what: str, retry: 
         except Exception as exc:  # noqa: BLE001
             if attempt == retry.max_attempts or not is_retryable(exc, retry):
                 raise to_provider_error(exc, what, attempt, secrets) from None
-            wait = _wait(exc, next(delays), retry)
+            wait = retry_wait(exc, next(delays), retry)
             log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, attempt,
                         retry.max_attempts, wait)
             await sleep(wait)

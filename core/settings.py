@@ -74,7 +74,9 @@ class VPTTSettings(BaseSettings):
     tau: float = Field(default=0.1, gt=0, description="softmax temperature of the post weights")
     per_category_budget: int = Field(default=3, ge=0, description="VPRAG budget Q^(k) per category")
     token_budget: int | None = Field(default=None, gt=0, description="token budget L of the template composer (cl100k_base)")
-    include_summary: bool = Field(default=False, description="lead the template prompt with the persona summary")
+    include_summary: bool = Field(default=True, description="VPRAG and Comb. give the composer the persona "
+                                                            "summary S_p (the paper's f_compose); False is "
+                                                            "an ablation")
     text_gate_threshold: float | None = Field(
         default=None, ge=0, le=1, description="VPTT_score threshold of the text gate in personalize(); None scores "
                                               "nothing")
@@ -82,6 +84,10 @@ class VPTTSettings(BaseSettings):
     llm_model: str = Field(default="gpt-4o-mini", description="chat model of the llm role (LLM composer, LLM-backed runs)")
     llm_base_url: str | None = Field(default=None, description="endpoint of the llm role (vLLM, Ollama, ...)")
     llm_api_key: SecretStr | None = Field(default=None, description="key of the llm role (else OPENAI_API_KEY)")
+    llm_concurrency: int = Field(default=16, ge=1, description="LLM requests in flight in bulk runs")
+    llm_requests_per_min: float | None = Field(default=None, gt=0, description="optional LLM request rate limit")
+    llm_tokens_per_min: float | None = Field(default=None, gt=0, description="optional LLM token rate limit")
+    llm_cache: bool = Field(default=True, description="keep LLM completions in <data_dir>/llm_cache.sqlite")
     images_model: str = Field(default="gpt-image-1", description="model of the images role (OpenAI image generator)")
     images_base_url: str | None = Field(default=None, description="endpoint of the images role")
     images_api_key: SecretStr | None = Field(default=None, description="key of the images role (else OPENAI_API_KEY)")
@@ -119,6 +125,11 @@ class VPTTSettings(BaseSettings):
     @property
     def cache_path(self) -> Path:
         return self.data_dir / "embeddings.sqlite"
+
+    @property
+    def llm_cache_path(self) -> Path:
+        """The persistent LLM response cache every run shares."""
+        return self.data_dir / "llm_cache.sqlite"
 
     def api_key(self, role: Role) -> str | None:
         """The API key of a provider role: ``VPTT_<ROLE>_API_KEY``, else ``OPENAI_API_KEY``, else None."""

@@ -29,8 +29,8 @@ import numpy as np
 
 from vptt.core.errors import ConfigError
 
-__all__ = ["MethodSummary", "average_ranks", "cohens_d", "kendalls_w", "mean", "spearman_rho",
-           "summarize_methods", "win_rates"]
+__all__ = ["MethodSummary", "average_ranks", "cohens_d", "kendalls_w", "mean", "mean_ci", "signed_cohens_d",
+           "spearman_rho", "summarize_methods", "win_rates"]
 
 ArrayLike = Sequence[float] | np.ndarray
 
@@ -76,6 +76,32 @@ def cohens_d(a: ArrayLike, b: ArrayLike) -> float:
     if s_pooled == 0.0:
         return 0.0 if diff == 0.0 else math.inf
     return diff / s_pooled
+
+
+def signed_cohens_d(a: ArrayLike, b: ArrayLike) -> float:
+    """``(mean(a) - mean(b)) / s_pooled``: :func:`cohens_d` with the sign of the difference."""
+    d = cohens_d(a, b)
+    diff = float(np.mean(np.asarray(a, dtype=np.float64)) - np.mean(np.asarray(b, dtype=np.float64)))
+    return -d if diff < 0 else d
+
+
+def mean_ci(values: ArrayLike, level: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean and its Student-t confidence interval ``mean ± t s / sqrt(n)``.
+
+    The bounds are NaN with fewer than two values (no spread to estimate).
+
+    Example:
+        >>> [round(x, 3) for x in mean_ci([1.0, 2.0, 3.0])]
+        [2.0, -0.484, 4.484]
+    """
+    a = _vector(values, "values")
+    m = float(a.mean())
+    if a.size < 2:
+        return m, math.nan, math.nan
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, a.size - 1) * a.std(ddof=1) / math.sqrt(a.size))
+    return m, m - half, m + half
 
 
 def average_ranks(x: ArrayLike) -> np.ndarray:

@@ -150,7 +150,8 @@ class _BenchActor:
         return os.getpid()
 
     def run(self, jobs: list[Job]) -> list[PersonaResult]:
-        return [self.worker.run(pid, skip) for pid, skip in jobs]
+        """One shard; with an LLM composer its requests are in flight together (the actor's own client)."""
+        return list(self.worker.run_many(jobs))
 
 
 def default_shard_size(n_jobs: int, workers: int) -> int:

@@ -4,8 +4,10 @@ Every (persona, task, method) gets the :func:`sdk.evaluate.persona_rows` row (pr
 seed, and, when an image generator is given, the image path, image-metric values and a judge score.
 Output directory::
 
-    manifest.json    config (tasks, methods, VPRAG settings, seed and seed rule, generator, metrics, judge),
-                     versions, and one entry per session (backend, workers, rows written, throughput)
+    manifest.json    config (tasks, methods, VPRAG settings, seed and seed rule, composer and LLM sampling
+                     settings, generator, metrics, judge), versions, one entry per session (backend, workers,
+                     rows written, throughput, LLM completions bought / from the cache and tokens), and
+                     ``llm_totals`` over all rows
     rows.jsonl       one row per (persona, task, method) (:class:`sdk._resultlog.ResultLog`)
     personas.jsonl   one record per persona: age, gender, country, mean caption embedding (base64 float32)
     personas.npz     the same as arrays, rewritten at the end of each session (for reports)
@@ -16,11 +18,15 @@ Only the driver writes, one persona at a time: its images (atomically), its pers
 ``kill -9`` the same call continues: personas with every row present are skipped, the rest recomputed,
 and rows whose key is already present are dropped, so no row is lost or duplicated. Seeds derive from the
 run seed and the row key (:func:`derive_seed`), so recomputed rows and images are the same.
+
+With an LLM composer (``BenchRecipe(llm=LLMComposerConfig(...))``, CLI ``--composer llm``) each worker keeps its
+share of ``concurrency`` requests in flight (:class:`sdk.pipeline.RowPipeline`), and every completion goes
+through the response cache in the data directory, so a recomputed row buys nothing.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -50,7 +56,8 @@ from vptt.sdk.bench_worker import (
     PersonaResult,
     derive_seed,
 )
-from vptt.sdk.evaluate import _check_manifest, _manifest, row_key
+from vptt.sdk.evaluate import _check_manifest, _manifest, record_session, row_key
+from vptt.sdk.pipeline import RunMeter
 
 Backend = Literal["local", "ray"]
 
@@ -80,12 +87,15 @@ class BenchRun(BaseModel):
     personas_per_s: float = 0.0
     worker_personas: dict[str, int] = Field(default_factory=dict)
     worker_cpu_seconds: dict[str, float] = Field(default_factory=dict)
+    llm: dict[str, int] | None = None
+    """LLM figures of this session: completions bought, cache hits, tokens in/out (None without an LLM)."""
 
 
 class _Sink:
     """The single writer: images, persona records and rows of each arriving :class:`PersonaResult`."""
 
     def __init__(self, out: Path, progress: Any) -> None:
+        self.meter = RunMeter()
         self.out = out
         self.rows = ResultLog(out / "rows.jsonl", row_key)
         self.personas = ResultLog(out / "personas.jsonl", lambda r: (str(r["persona_id"]),))
@@ -110,8 +120,9 @@ class _Sink:
             self.skipped.append(result.persona_id)
         self.by_worker[worker] = self.by_worker.get(worker, 0) + 1
         self.cpu[worker] = round(self.cpu.get(worker, 0.0) + result.cpu_seconds, 3)
+        self.meter.add(result.rows)
         if self.progress is not None:
-            self.progress(1)
+            self.progress(result)
 
 
 def write_personas_npz(out_dir: str | Path) -> Path:
@@ -132,14 +143,6 @@ def write_personas_npz(out_dir: str | Path) -> Path:
     return path
 
 
-def _write_session(path: Path, session: dict[str, Any]) -> None:
-    data = json.loads(path.read_text())
-    data.setdefault("sessions", []).append(session)
-    tmp = path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
 def _bench_manifest(pz: Personalizer, plan: BenchPlan, described: dict[str, Any], backend: str) -> dict:
     m = _manifest(pz, plan.tasks, plan.methods, plan.config)
     m["config"].update(seed=plan.seed, seed_rule=SEED_RULE, **described)
@@ -151,13 +154,23 @@ def _bench_manifest(pz: Personalizer, plan: BenchPlan, described: dict[str, Any]
     return m
 
 
-def _progress_bar(progress: bool | Callable[[int], None], total: int, backend: str) -> tuple[Any, Any]:
+def _progress_bar(progress: bool | Callable[[int], None], total_rows: int, backend: str,
+                  meter: RunMeter) -> tuple[Any, Any]:
+    """A tqdm bar over rows (rows/s, ETA, and LLM calls/s, tokens/s, cache hits), or the user's callback."""
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, desc=f"bench run ({backend})", unit="persona", smoothing=0.1)
-        return bar, bar.update
-    return None, progress if callable(progress) else None
+        bar = tqdm(total=total_rows, desc=f"bench run ({backend})", unit="row", smoothing=0.1)
+
+        def tick(result: PersonaResult) -> None:
+            bar.update(len(result.rows))
+            postfix = meter.postfix()
+            if postfix:
+                bar.set_postfix_str(postfix, refresh=False)
+        return bar, tick
+    if callable(progress):
+        return None, lambda result: progress(1)
+    return None, None
 
 
 def run_bench(source: Personalizer | BenchComponents | BenchRecipe, out_dir: str | Path, *,
@@ -213,7 +226,8 @@ def run_bench(source: Personalizer | BenchComponents | BenchRecipe, out_dir: str
                               "pass VPTTSettings(chroma_host=..., chroma_port=...) "
                               "(CLI: vptt --chroma-host HOST bench run ...)")
         # local Ray workers then share the driver's embedding cache instead of one per working directory
-        source = replace(source, settings=s.model_copy(update={"data_dir": s.data_dir.resolve()}))
+        source = replace(source, settings=s.model_copy(update={"data_dir": s.data_dir.resolve()}),
+                         llm=_per_worker(source.llm, workers))
     comps = source if isinstance(source, BenchComponents) else None
     if isinstance(source, Personalizer):
         comps = BenchComponents(source)
@@ -250,6 +264,17 @@ def run_bench(source: Personalizer | BenchComponents | BenchRecipe, out_dir: str
                   progress=progress)
 
 
+def _per_worker(llm: Any, workers: int) -> Any:
+    """The LLM settings of one of ``workers`` Ray workers: concurrency and rate limits shared among them."""
+    if llm is None:
+        return None
+    share = {"concurrency": max(1, math.ceil(llm.concurrency / workers))}
+    for name in ("requests_per_min", "tokens_per_min"):
+        if getattr(llm, name) is not None:
+            share[name] = getattr(llm, name) / workers
+    return llm.model_copy(update=share)
+
+
 def _drive(comps: BenchComponents | None, source: Any, pz: Personalizer, plan: BenchPlan, ids: list[str],
            out: Path, *, backend: str, ray_options: dict[str, Any],
            progress: bool | Callable[[int], None]) -> BenchRun:
@@ -263,14 +288,17 @@ def _drive(comps: BenchComponents | None, source: Any, pz: Personalizer, plan: B
     skipped = set(sink.skipped)
     jobs = [(pid, frozenset(done_pairs.get(pid, set()) & wanted)) for pid in ids if pid not in skipped
             and (not wanted <= done_pairs.get(pid, set()) or (pid,) not in sink.personas.done)]
-    bar, tick = _progress_bar(progress, len(jobs), backend)
+    bar, tick = _progress_bar(progress, sum(len(wanted) - len(skip) for _, skip in jobs), backend, sink.meter)
     sink.progress = tick
     t0 = time.perf_counter()
     try:
         if backend == "local":
             worker = BenchWorker(comps, plan)  # type: ignore[arg-type]
-            for pid, skip in jobs:
-                sink.commit(worker.run(pid, skip))
+            try:
+                for result in worker.run_many(jobs):
+                    sink.commit(result)
+            finally:
+                worker.close()
         elif jobs:
             from vptt.sdk._ray_backend import run_on_ray
 
@@ -288,9 +316,9 @@ def _drive(comps: BenchComponents | None, source: Any, pz: Personalizer, plan: B
                    personas_skipped=sorted(set(sink.skipped) & set(ids)),
                    rows_per_s=round(sink.written / seconds, 2) if seconds > 0 else 0.0,
                    personas_per_s=round(sink.computed / seconds, 3) if seconds > 0 else 0.0,
-                   worker_personas=sink.by_worker, worker_cpu_seconds=sink.cpu)
+                   worker_personas=sink.by_worker, worker_cpu_seconds=sink.cpu,
+                   llm=sink.meter.totals if sink.meter.totals["rows_with_llm"] else None)
     keep = {"backend", "workers", "personas_computed", "rows_written", "rows_resumed", "seconds",
-            "rows_per_s"}
-    _write_session(out / "manifest.json", {**run.model_dump(include=keep),
-                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            "rows_per_s", "llm"}
+    record_session(out / "manifest.json", run.model_dump(include=keep), sink.rows.rows())
     return run

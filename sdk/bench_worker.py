@@ -12,7 +12,8 @@ import importlib
 import io
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from vptt.core.errors import ConfigError
 from vptt.core.settings import VPTTSettings
 from vptt.core.vectors import encode_vector
 from vptt.evaluators.vlm_judge import PostSelection, select_profile_posts
-from vptt.sdk.evaluate import persona_rows
+from vptt.sdk.pipeline import RowPipeline, is_llm_composer
 from vptt.stores.records import EmbeddedPersona
 
 SEED_RULE = "int.from_bytes(sha256(f'{seed}|{persona_id}|{task}|{method}'.encode()).digest()[:4], 'big') >> 1"
@@ -150,6 +151,8 @@ class BenchRecipe:
             ``"module:factory"`` or a zero-argument factory returning the judge.
         judge_options: :class:`~evaluators.vlm_judge.JudgeConfig` fields for ``"vlm"`` (e.g. ``model``,
             ``base_url``), else keyword arguments for the factory.
+        llm: an :class:`~agents.llm_composer.LLMComposerConfig` to compose with an LLM (None: the template
+            composer). Each worker opens its own client; all share the response cache in the data directory.
     """
 
     settings: VPTTSettings = field(default_factory=VPTTSettings)
@@ -158,14 +161,20 @@ class BenchRecipe:
     image_metrics: dict[str, Any] = field(default_factory=dict)
     judge: Any = None
     judge_options: dict[str, Any] = field(default_factory=dict)
+    llm: Any = None
 
     @staticmethod
     def _make(spec: Any, **kwargs: Any) -> Any:
         return (_resolve(spec) if isinstance(spec, str) else spec)(**kwargs)
 
     def build_personalizer(self) -> Personalizer:
-        """The Personalizer alone (cheap: models load on first use)."""
-        return Personalizer(settings=self.settings)
+        """The Personalizer alone (cheap: models load on first use), with the LLM composer if one is set."""
+        composer = None
+        if self.llm is not None:
+            from vptt.agents.llm_composer import LLMComposer
+
+            composer = LLMComposer(self.llm)
+        return Personalizer(settings=self.settings, composer=composer)
 
     def build(self) -> BenchComponents:
         """Every component (loads nothing heavy until first use where the component is lazy)."""
@@ -282,6 +291,25 @@ class BenchWorker:
         self.plan = plan
         self._query_embs: dict[str, np.ndarray] | None = None
         self._init_images: dict[str, Any] = {}
+        self._client: Any = None
+
+    def client(self) -> Any:
+        """The LLM client of this worker (built on first use; None with the template composer)."""
+        pz = self.c.personalizer
+        if self._client is None and is_llm_composer(pz.composer):
+            self._client = pz.composer.bulk_client(pz.settings.llm_cache_path)
+        return self._client
+
+    def close(self) -> None:
+        """Close the LLM client (its connections and loop thread), if one was opened."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def pipeline(self) -> RowPipeline:
+        p = self.plan
+        return RowPipeline(self.c.personalizer, self.c.scorer, p.tasks, p.methods, self.query_embs(), p.config,
+                           client=self.client())
 
     def query_embs(self) -> dict[str, np.ndarray]:
         """Each task's query embedding (embedded once per worker)."""
@@ -303,26 +331,48 @@ class BenchWorker:
 
     def run(self, persona_id: str, skip: Iterable[tuple[str, str]] = ()) -> PersonaResult:
         """Rows for every (task, method) of the persona not in ``skip`` (pairs of task and method names)."""
+        return next(iter(self.run_many([(persona_id, frozenset(skip))])))
+
+    def run_many(self, jobs: Iterable[tuple[str, Iterable[tuple[str, str]]]]) -> Iterator[PersonaResult]:
+        """:meth:`run` over many personas; with an LLM composer their requests are in flight together while
+        finished personas are scored. Results come in the order they finish."""
         t0, cpu0 = time.perf_counter(), time.process_time()
         p, c = self.plan, self.c
-        mem = c.personalizer.store.embedded(persona_id)
-        if not mem.persona.posts:  # the VPTT score needs captions: recorded as skipped, never retried
-            info = {**persona_info(mem), "skipped": "no posts: the VPTT score needs the persona's captions"}
-            return PersonaResult(persona_id, [], info)
-        # a judge compares all methods of a task at once: recompute the whole persona then
-        done = set() if c.judge is not None else {(persona_id, t, m) for t, m in skip}
-        rows = persona_rows(c.personalizer, c.scorer, mem, p.tasks, p.methods, self.query_embs(), p.config,
-                            skip=done)
-        images: dict[str, bytes] = {}
+        wanted = {(t.name, m) for t in p.tasks for m in p.methods}
+        ready: deque[PersonaResult] = deque()  # personas with nothing to compute, passed on as they are met
+
+        def todo() -> Iterator[tuple[str, frozenset[tuple[str, str]]]]:
+            for persona_id, skip in jobs:  # read lazily: the pipeline pulls as it has room
+                mem = c.personalizer.store.embedded(persona_id)
+                if not mem.persona.posts:  # the VPTT score needs captions: recorded as skipped, never retried
+                    info = {**persona_info(mem), "skipped": "no posts: the VPTT score needs the persona's captions"}
+                    ready.append(PersonaResult(persona_id, [], info))
+                    continue
+                # a judge compares all methods of a task at once: recompute the whole persona then
+                done = frozenset() if c.judge is not None else frozenset(skip)
+                if wanted <= done:  # only its record was missing
+                    ready.append(PersonaResult(persona_id, [], persona_info(mem)))
+                    continue
+                yield persona_id, done
+
         tasks = {t.name: t for t in p.tasks}
-        for row in rows:
-            row["seed"] = derive_seed(p.seed, persona_id, row["task"], row["method"])
-            if c.generator is not None:
-                images.update(self._image(mem, tasks[row["task"]], row))
-        if c.judge is not None and rows:
-            self._judge(mem, rows, tasks)
-        return PersonaResult(persona_id, rows, persona_info(mem), images, round(time.perf_counter() - t0, 6),
-                             round(time.process_time() - cpu0, 6))
+        for got in self.pipeline().run(todo()):
+            while ready:
+                yield ready.popleft()
+            mem, rows = got.mem, got.rows
+            images: dict[str, bytes] = {}
+            for row in rows:
+                row["seed"] = derive_seed(p.seed, mem.persona_id, row["task"], row["method"])
+                if c.generator is not None:
+                    images.update(self._image(mem, tasks[row["task"]], row))
+            if c.judge is not None and rows:
+                self._judge(mem, rows, tasks)
+            now, cpu = time.perf_counter(), time.process_time()
+            yield PersonaResult(mem.persona_id, rows, persona_info(mem), images, round(now - t0, 6),
+                                round(cpu - cpu0, 6))
+            t0, cpu0 = now, cpu
+        while ready:
+            yield ready.popleft()
 
     def _image(self, mem: EmbeddedPersona, task: Task, row: dict[str, Any]) -> dict[str, bytes]:
         init = self.init_image(task)

@@ -1,12 +1,14 @@
 """``vptt evaluate``: personas × tasks × methods → prompts, VPTT scores, the paper's tables and plots.
 
-Output directory: ``rows.jsonl`` (one row per persona/task/method, resumable), ``manifest.json`` (config and
-versions), ``report.md`` (Table 3 and Tables 7-10 layouts) and ``plots/*.png``.
+Output directory: ``rows.jsonl`` (one row per persona/task/method, resumable), ``manifest.json`` (config,
+versions, sessions and LLM token totals), ``report.md`` (Table 3 and Tables 7-10 layouts), ``report.html``
+(the same, with the plots inline and the prompts per persona) and ``plots/*.png``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -16,12 +18,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from vptt.agents.methods import CAPTION_METHODS, METHODS, get_method
+from vptt.agents.methods import METHODS, get_method
 from vptt.agents.personalizer import Personalizer
 from vptt.agents.tasks import PAPER_TABLE3, Task, resolve_tasks
 from vptt.agents.vprag import VPRAGConfig
 from vptt.core.errors import ConfigError
 from vptt.core.resultlog import ResultLog
+from vptt.sdk.pipeline import RowPipeline, RunMeter, is_llm_composer, llm_totals
 from vptt.stores.records import EmbeddedPersona
 
 ROW_KEY = ("persona_id", "task", "method")
@@ -44,47 +47,24 @@ class EvaluationRun(BaseModel):
     rows_resumed: int = 0
     seconds: float = 0.0
     prompts_per_s: float = 0.0
+    llm: dict[str, int] | None = None
+    """LLM figures of this session: completions bought, cache hits, tokens in/out (None without an LLM)."""
 
 
 def persona_rows(pz: Personalizer, scorer: Any, mem: EmbeddedPersona, tasks: Sequence[Task],
                  methods: Sequence[str], query_embs: dict[str, np.ndarray], config: VPRAGConfig,
-                 skip: Collection[tuple[str, ...]] = ()) -> list[dict[str, Any]]:
-    """Personalize and score every (task, method) of one persona that is not in ``skip``."""
-    from vptt.evaluators.vptt_score import PersonaEmbeddings
+                 skip: Collection[tuple[str, ...]] = (), composer: Any = None) -> list[dict[str, Any]]:
+    """Personalize and score every (task, method) of one persona whose key is not in ``skip``.
 
-    results = []
-    for task in tasks:
-        for m in methods:
-            if (mem.persona_id, task.name, m) in skip:
-                continue
-            results.append((task, pz.personalize_embedded(mem, task.query, query_embs[task.name], method=m,
-                                                          config=config)))
-    if not results:
-        return []
-    pe = PersonaEmbeddings(mem.persona_id, mem.card_emb, mem.caption_embs, mem.captions)
-    prompts = [r.prompt for _, r in results]
-    embs = np.asarray(scorer.embedder.embed(list(dict.fromkeys(prompts))))
-    index = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
-    geo = scorer.prepare(pe)
-    from vptt.evaluators.vptt_score import combine, score_prepared
-
-    batch = score_prepared(geo, prompts, embs[[index[p] for p in prompts]], caption_conditioned=True)
-    rows = []
-    for i, (task, r) in enumerate(results):
-        conditioned = r.method in CAPTION_METHODS
-        s = batch[i]
-        nv = s.nv if conditioned else 0.0  # the paper reports NV = 0 for methods that never saw captions
-        score = s.score if conditioned else float(combine(s.pa, s.gs, s.cp, 0.0)[0])
-        rows.append({"persona_id": mem.persona_id, "task": task.name, "task_kind": task.kind, "method": r.method,
-                     "query": task.query, "prompt": r.prompt, "pa": s.pa, "gs": s.gs, "cp": s.cp, "nv": nv,
-                     "score": score, "score_c": s.score_c, "caption_conditioned": conditioned,
-                     "n_eff": r.trace.n_eff, "k": r.trace.k, "elements": len(r.trace.kept_elements()),
-                     "tokens": r.trace.composition.tokens if r.trace.composition else None,
-                     "fallback": r.fallback})
-    return rows
+    ``skip`` holds row keys ``(persona_id, task, method)``. An LLM composer composes one request at a time
+    here; bulk runs use :class:`sdk.pipeline.RowPipeline` with a client instead.
+    """
+    pairs = {(t, m) for pid, t, m in skip if pid == mem.persona_id}
+    return RowPipeline(pz, scorer, tasks, methods, query_embs, config, composer=composer).rows_for(mem, pairs)
 
 
-def _manifest(pz: Personalizer, tasks: Sequence[Task], methods: Sequence[str], config: VPRAGConfig) -> dict:
+def _manifest(pz: Personalizer, tasks: Sequence[Task], methods: Sequence[str], config: VPRAGConfig,
+              composer: Any = None) -> dict:
     from importlib.metadata import version
 
     def v(pkg: str) -> str:
@@ -93,11 +73,16 @@ def _manifest(pz: Personalizer, tasks: Sequence[Task], methods: Sequence[str], c
         except Exception:  # noqa: BLE001 - not installed
             return "n/a"
 
+    comp = composer if composer is not None else pz.composer
+    llm_cfg = getattr(comp, "config", None)
     return {"config": {"tasks": [t.model_dump() for t in tasks], "methods": list(methods),
                        "tau": config.tau, "per_category_budget": config.per_category_budget,
                        "three_phrase": config.three_phrase, "embedder": pz.embedder.name,
-                       "composer": getattr(pz.composer, "name", type(pz.composer).__name__),
-                       "token_budget": getattr(pz.composer, "token_budget", None)},
+                       "composer": getattr(comp, "name", type(comp).__name__),
+                       "token_budget": getattr(comp, "token_budget", None),
+                       "include_summary": getattr(comp, "include_summary",
+                                                  getattr(llm_cfg, "include_summary", None)),
+                       "llm": llm_cfg.describe() if is_llm_composer(comp) and llm_cfg is not None else None},
             "versions": {"vptt": v("vptt"), "python": platform.python_version(), "numpy": v("numpy"),
                          "torch": v("torch"), "transformers": v("transformers"), "chromadb": v("chromadb")},
             "seed": 0}
@@ -116,10 +101,14 @@ def _check_manifest(path: Path, manifest: dict) -> None:
 def evaluate(pz: Personalizer, out_dir: str | Path, *, personas: Iterable[str] | None = None,
              tasks: Iterable[str | Task] = PAPER_TABLE3, methods: Sequence[str] = tuple(METHODS),
              config: VPRAGConfig | None = None, scorer: Any = None, progress: bool | Callable[[int], None] = True,
-             report: bool = True) -> EvaluationRun:
+             report: bool = True, composer: Any = None) -> EvaluationRun:
     """Personalize and score personas × tasks × methods; write rows, report and plots to ``out_dir``.
 
-    Re-running with the same arguments resumes: rows already in ``rows.jsonl`` are skipped.
+    Re-running with the same arguments resumes: rows already in ``rows.jsonl`` are skipped. With an
+    :class:`~agents.llm_composer.LLMComposer` the requests go through a
+    :class:`~vptt.core.llm_client.ChatClient` (``config.concurrency`` in flight, the persistent response cache
+    ``<data_dir>/llm_cache.sqlite``), pipelined with scoring; a resumed or repeated run buys no completion
+    twice.
 
     Args:
         pz: the Personalizer (its store holds the personas; its embedder embeds queries and prompts).
@@ -129,8 +118,10 @@ def evaluate(pz: Personalizer, out_dir: str | Path, *, personas: Iterable[str] |
         methods: methods to compare.
         config: VPRAG settings (default: the Personalizer's).
         scorer: a :class:`evaluators.vptt_score.VPTTScorer` (default: one over ``pz.embedder``).
-        progress: tqdm bar over personas (True) or a callback called with 1 per persona.
+        progress: tqdm bar over rows with rows/s, LLM calls/s, tokens/s, cache hits and ETA (True), or a
+            callback called with 1 per persona.
         report: write ``report.md`` and plots at the end.
+        composer: the composer (default ``pz.composer``): a TemplateComposer or an LLMComposer.
     """
     from vptt.evaluators.vptt_score import VPTTScorer
 
@@ -138,57 +129,82 @@ def evaluate(pz: Personalizer, out_dir: str | Path, *, personas: Iterable[str] |
     for m in methods:
         get_method(m)
     cfg = config or pz.config
+    comp = composer if composer is not None else pz.composer
     ids = sorted(personas) if personas is not None else pz.store.list_ids()
     if not ids:
         raise ConfigError("no personas to evaluate; ingest some with `vptt ingest FILE`")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out / "manifest.json", _manifest(pz, task_list, methods, cfg))
+    _check_manifest(out / "manifest.json", _manifest(pz, task_list, methods, cfg, comp))
     log = ResultLog(out / "rows.jsonl", row_key)
     resumed = len(log.done)
     scorer = scorer or VPTTScorer(pz.embedder)
     q = pz.embedder.embed([t.query for t in task_list])
     query_embs = {t.name: q[i] for i, t in enumerate(task_list)}
+    wanted = [(t.name, m) for t in task_list for m in methods]
+    jobs = [(pid, {(t, m) for t, m in wanted if (pid, t, m) in log.done}) for pid in ids]
+    jobs = [(pid, done) for pid, done in jobs if len(done) < len(wanted)]
+    client = comp.bulk_client(pz.settings.llm_cache_path) if is_llm_composer(comp) else None
+    pipe = RowPipeline(pz, scorer, task_list, methods, query_embs, cfg, composer=comp, client=client)
+    meter = RunMeter()
     bar = None
     if progress is True:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(ids), desc="evaluating", unit="persona")
+        bar = tqdm(total=sum(len(wanted) - len(done) for _, done in jobs), desc="evaluating", unit="row",
+                   smoothing=0.1)
     t0 = time.perf_counter()
     written = 0
     try:
-        for pid in ids:
-            if all((pid, t.name, m) in log.done for t in task_list for m in methods):
-                pass
-            else:
-                rows = persona_rows(pz, scorer, pz.store.embedded(pid), task_list, methods, query_embs, cfg,
-                                    skip=log.done)
-                written += log.append(rows)
+        for got in pipe.run(jobs):
+            written += log.append(got.rows)
+            meter.add(got.rows)
             if bar is not None:
-                bar.update(1)
+                bar.update(len(got.rows))
+                if meter.postfix():
+                    bar.set_postfix_str(meter.postfix(), refresh=False)
             elif callable(progress):
                 progress(1)
     finally:
         if bar is not None:
             bar.close()
+        if client is not None:
+            client.close()
     seconds = time.perf_counter() - t0
     run = EvaluationRun(out_dir=str(out), rows_path=str(log.path), report_path=str(out / "report.md"),
                         personas=len(ids), rows_total=len(log.done), rows_written=written, rows_resumed=resumed,
-                        seconds=round(seconds, 3), prompts_per_s=round(written / seconds, 1) if seconds else 0.0)
+                        seconds=round(seconds, 3), prompts_per_s=round(written / seconds, 1) if seconds else 0.0,
+                        llm=meter.totals if meter.totals["rows_with_llm"] else None)
+    record_session(out / "manifest.json", {"rows_written": written, "rows_resumed": resumed,
+                                           "seconds": run.seconds, "rows_per_s": run.prompts_per_s,
+                                           "llm": run.llm}, log.rows())
     if report:
         write_report(out)
         run.plots = [str(p) for p in sorted((out / "plots").glob("*.png"))]
     return run
 
 
+def record_session(path: Path, session: dict[str, Any], rows: Iterable[dict[str, Any]]) -> None:
+    """Append ``session`` (stamped) to the manifest's ``sessions`` and refresh ``llm_totals`` over ``rows``
+    (atomically: a temporary file, then a rename)."""
+    data = json.loads(path.read_text())
+    data.setdefault("sessions", []).append({**session, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    totals = llm_totals(rows)
+    if totals["rows_with_llm"]:
+        data["llm_totals"] = totals
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
 def write_report(out_dir: str | Path, title: str = "VPTT evaluation") -> Path:
-    """(Re)write ``report.md`` and ``plots/`` from ``rows.jsonl`` in ``out_dir``."""
-    from vptt.evaluators.report import markdown_report, write_plots
+    """(Re)write ``report.md``, ``report.html`` and ``plots/`` from ``rows.jsonl`` in ``out_dir``.
+
+    The same report as ``vptt bench report`` (:func:`evaluators.bench_report.bench_report`), written into the
+    run's own directory.
+    """
+    from vptt.evaluators.bench_report import bench_report
 
     out = Path(out_dir)
-    rows = ResultLog(out / "rows.jsonl", row_key).rows()
-    if not rows:
-        raise ConfigError(f"{out / 'rows.jsonl'} has no rows to report")
-    (out / "report.md").write_text(markdown_report(rows, title))
-    write_plots(rows, out / "plots")
-    return out / "report.md"
+    ResultLog(out / "rows.jsonl", row_key)  # repairs a torn last line before the report reads the rows
+    return bench_report(out, out, title=title).markdown

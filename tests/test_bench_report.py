@@ -77,11 +77,12 @@ def test_report_files_tables_and_self_contained_html(run_dir: Path) -> None:
                                            "persona_map.png"]
     assert all(p.read_bytes()[:8] == PNG for p in rep.plots)
     md = rep.markdown.read_text()
-    assert "| Method | PA | GS | CP | NV | score-c | Win% | d (vs base) | score | Win% | d (vs base) |" in md
-    assert "## Summary (VPTT_score, d vs best method)" in md and "### Task `garden`" in md
+    assert ("| LLM | Method | n | PA | GS | CP | NV | score-c | 95% CI | Win% | d (vs Baseline) | score | 95% CI | "
+            "Win% | d (vs Baseline) |") in md
+    assert "## Summary (Table 3 layout" in md and "### Task `garden`" in md and "### (b) Editing" in md
     rows = [json.loads(x) for x in open(run_dir / "rows.jsonl")]
-    rho = spearmanr([r["score"] for r in rows], [r["judge"] for r in rows]).statistic
-    assert f"over 80 rows: {rho:.3f}" in md
+    rho = spearmanr([r["score_c"] for r in rows], [r["judge"] for r in rows]).statistic  # the paper's score-c
+    assert f"VPTT_score-c and the judge over 80 rows: {rho:.3f}" in md
     clip = np.mean([r["image_metrics"]["clip_t"] for r in rows
                     if r["task"] == "garden" and r["method"] == "vprag"])
     assert re.search(rf"\| VPRAG \| {clip:.3f} \| ", md)
@@ -90,9 +91,18 @@ def test_report_files_tables_and_self_contained_html(run_dir: Path) -> None:
     assert not re.search(r"""(src|href)=["']?(https?:|//|file:|[\w./-]+\.png)""", page)
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 4 and all(base64.b64decode(b)[:8] == PNG for b in images)
-    # as many HTML tables as Markdown tables (+ the run's tasks, config, versions and sessions tables)
-    assert page.count("<table>") == md.count("\n|---|") + 4
+    # as many HTML tables as Markdown tables (+ 8 personas' prompt tables + the run's tasks, config, versions
+    # and sessions tables)
+    assert page.count("<table>") == md.count("\n|---|") + 8 + 4
     assert "<td>Comb. (BRAG+VPRAG)</td>" in page and "<td>ray</td>" in page
+    # the persona map is hoverable: one SVG point per persona with a caption embedding, titled with its id
+    titles = re.findall(r"<circle [^>]*><title>([^<]+)</title></circle>", page)
+    assert len(titles) == 7 and "p0 (age 20, female, Japan)" in titles and "p7 (age unknown, female, Japan)" in titles
+    # prompts per persona: one collapsible section each, every task x method prompt in it
+    assert page.count("<details>") == 8
+    section = page[page.index("<code>p3</code>"):].split("</details>")[0]
+    assert section.count('<td class="prompt">') == 10 and "Here is a garden. Add preferred elements to it &lt;vprag&gt;" in section
+    assert "median" in page and "1.5 × IQR" in page and "row minus column" in page
 
 
 def test_cohens_d_matrix_against_naive_pooled_formula() -> None:
@@ -165,3 +175,91 @@ def test_errors_and_cli(run_dir: Path, tmp_path: Path) -> None:
     assert got["rows"] == 80 and got["map_method"] == "PCA" and Path(got["html"]).exists()
     r = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
     assert r.exit_code == 2 and "no rows" in r.output
+
+
+def _run(path: Path, label: str, shift: float, methods: list[str], rng: np.random.Generator,
+         personas: int = 6) -> Path:
+    """A run made with one 'LLM': seeded scores per method, its label in the manifest."""
+    path.mkdir(parents=True)
+    rows = []
+    for i in range(personas):
+        for name, kind, query in TASKS:
+            for j, m in enumerate(methods):
+                pa, gs, cp = rng.uniform(0.1 + 0.1 * j + shift, 0.4 + 0.1 * j + shift, 3)
+                nv = float(rng.uniform(0.3, 0.9))
+                rows.append({"persona_id": f"p{i}", "task": name, "task_kind": kind, "method": m, "query": query,
+                             "prompt": f"{label} {m} {i}", "pa": pa, "gs": gs, "cp": cp, "nv": nv,
+                             "score": 0.2 * pa + 0.3 * gs + 0.3 * cp + 0.2 * nv, "score_c": (pa + gs + cp) / 3,
+                             "caption_conditioned": True})
+    (path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (path / "manifest.json").write_text(json.dumps({"config": {"methods": methods, "llm": {
+        "model": f"org/{label}-model", "label": label}}, "llm_totals": {"calls": 3}}))
+    return path
+
+
+def _pooled_d(x: np.ndarray, y: np.ndarray) -> float:
+    ss = (len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)
+    return abs(x.mean() - y.mean()) / math.sqrt(ss / (len(x) + len(y) - 2))
+
+
+def test_runs_of_several_llms_merge_into_table_3(tmp_path: Path) -> None:
+    from scipy import stats as st
+
+    rng = np.random.default_rng(3)
+    a = _run(tmp_path / "qwen", "Qwen", 0.0, METHODS, rng)
+    b = _run(tmp_path / "mini", "4o-mini", 0.05, METHODS, rng)
+    rep = bench_report([a, b], tmp_path / "merged")
+    assert rep.runs == ["Qwen", "4o-mini"] and rep.rows == 2 * 6 * 2 * 5
+    md = rep.markdown.read_text()
+    gen = md[md.index("### (a) Generation"):md.index("### (b) Editing")]
+    lines = [line for line in gen.splitlines() if line.startswith("| Qwen") or line.startswith("| 4o-mini")]
+    assert [line.split("|")[1].strip() for line in lines] == ["Qwen", "4o-mini"]  # rows: LLM
+    rows = [json.loads(x) for x in open(b / "rows.jsonl")]
+    gen_rows = [r for r in rows if r["task_kind"] == "generation"]
+    v = {m: np.array([r["score"] for r in gen_rows if r["method"] == m]) for m in METHODS}
+    best = max(METHODS, key=lambda m: v[m].mean())
+    second = sorted(METHODS, key=lambda m: -v[m].mean())[1]
+    cells = [c.strip() for c in lines[1].split("|")[3:-1]]  # after LLM and n: (V [CI], d) per method
+    assert lines[1].split("|")[2].strip() == "6"  # n per cell: 6 personas x 1 generation task
+    for k, m in enumerate(METHODS):
+        value, d = cells[2 * k], cells[2 * k + 1]
+        lo, hi = st.t.interval(0.95, len(v[m]) - 1, loc=v[m].mean(), scale=st.sem(v[m]))
+        text = f"{v[m].mean():.3f}"
+        expect = f"**{text}**" if m == best else f"<u>{text}</u>" if m == second else text
+        assert value == f"{expect} [{lo:.3f}, {hi:.3f}]"
+        assert d == ("NA" if m == best else f"{_pooled_d(v[m], v[best]):.2f}")
+    # Tables 7-10: per task, one block per LLM, d against Baseline
+    garden = md[md.index("## Task `garden`"):]
+    assert "| Qwen | Baseline | 6 |" in garden and "| 4o-mini | Baseline | 6 |" in garden
+    assert "d (vs Baseline) |" in garden and "†" not in garden
+    page = rep.html.read_text()
+    assert "<u>" in page and "Run: Qwen" in page and "Run: 4o-mini" in page and "<th>LLM</th>" in page
+    assert (tmp_path / "merged" / "plots" / "cohens_d.png").read_bytes()[:8] == PNG
+
+
+def test_d_says_what_it_is_measured_against_without_baseline(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    a = _run(tmp_path / "a", "Qwen", 0.0, ["brag", "vprag", "comb"], rng)
+    md = bench_report(a).markdown.read_text()
+    garden = md[md.index("## Task `garden`"):]
+    assert "d (vs Baseline†)" in garden
+    rows = [json.loads(x) for x in open(a / "rows.jsonl") if json.loads(x)["task"] == "garden"]
+    means = {m: np.mean([r["score_c"] for r in rows if r["method"] == m]) for m in ("brag", "vprag", "comb")}
+    ref = max(means, key=means.get)
+    label = {"brag": "BRAG", "vprag": "VPRAG", "comb": "Comb. (BRAG+VPRAG)"}[ref]
+    assert f"Qwen: Baseline is not in this run, so d is measured against the best method of its rows: {label} " \
+           "for score-c" in garden
+
+
+def test_statistics_that_need_more_data_say_n_a(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    one = _run(tmp_path / "one", "Qwen", 0.0, METHODS, rng, personas=1)
+    md = bench_report(one).markdown.read_text()
+    garden = md[md.index("## Task `garden`"):]
+    line = next(x for x in garden.splitlines() if "| VPRAG |" in x)
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[3] == "1" and cells[9] == "n/a" and cells[11] == "n/a"  # n, 95% CI, d
+    from vptt.evaluators.bench_report import signed_cohens_d_matrix
+
+    names, d = signed_cohens_d_matrix({"a": [1.0, 2.0, 3.0], "b": [2.0, 3.0, 4.0], "c": [5.0]})
+    assert d[0, 1] == pytest.approx(-1.0) and d[1, 0] == pytest.approx(1.0) and np.allclose(d, -d.T, equal_nan=True)

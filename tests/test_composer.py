@@ -18,17 +18,40 @@ def _trace(scores: list[float]) -> RetrievalTrace:
 
 
 def test_template_order_and_summary() -> None:
-    t = _trace([0.9, 0.1, 0.5])
-    assert TemplateComposer().compose("q", t, PERSONA) == "q, element number 0, element number 1, element number 2"
-    out = TemplateComposer(include_summary=True).compose("q", _trace([0.2]), PERSONA)
-    assert out == "A potter in Kyoto who loves moss gardens. q, element number 0"
+    t = _trace([0.9, 0.1, 0.5])  # VPRAG gives S_p and the elements in retrieval order (not by score)
+    out = TemplateComposer().compose("q", t, PERSONA)
+    assert out == "A potter in Kyoto who loves moss gardens. q, element number 0, element number 1, element number 2"
+    assert t.composition.inputs == ["summary", "elements"] and t.composition.summary_included
+    out = TemplateComposer(include_summary=False).compose("q", _trace([0.2]), PERSONA)  # the ablation
+    assert out == "q, element number 0"
+
+
+def test_template_gets_exactly_what_each_method_gives() -> None:
+    persona = Persona.model_validate({
+        "persona_id": "x", "summary": "A potter in Kyoto.",
+        "demographics": {"age": 68, "gender": "male", "country": "Japan", "city": "Kyoto", "ethnicity": "Japanese",
+                         "occupation": "potter", "interests": ["raku", "tea"], "personality": ["patient"],
+                         "social_media_tone": "quiet haiku"}})
+    els = [ElementChoice(text="moss", category="environment", post_id="p", score=0.5)]
+    caps = ["Best caption here.", "Second caption."]
+
+    def comp(method: str) -> str:
+        return TemplateComposer().compose("q", RetrievalTrace(method=method, elements=els, captions_used=caps),
+                                          persona)
+
+    assert comp("baseline") == "q"  # nothing: even a trace holding elements and captions is ignored
+    assert comp("persona_only") == ("q, as photographed by a 68-year-old Japanese male potter from Kyoto, Japan, "
+                                    "raku, tea, patient, quiet haiku")
+    assert comp("brag") == "q, Best caption here."  # the best caption only: the template cannot rewrite
+    assert comp("vprag") == "A potter in Kyoto. q, moss"
+    assert comp("comb") == "A potter in Kyoto. q, moss, Best caption here."
 
 
 def test_budget_drops_least_relevant_first() -> None:
     t = _trace([0.9, 0.1, 0.5, 0.7])
-    full = TemplateComposer().compose("a quiet street", _trace([0.9, 0.1, 0.5, 0.7]), PERSONA)
+    full = TemplateComposer(include_summary=False).compose("a quiet street", _trace([0.9, 0.1, 0.5, 0.7]), PERSONA)
     limit = tokens.count_tokens(full) - 1
-    out = TemplateComposer(token_budget=limit).compose("a quiet street", t, PERSONA)
+    out = TemplateComposer(token_budget=limit, include_summary=False).compose("a quiet street", t, PERSONA)
     assert [e.status for e in t.elements] == ["kept", "over_budget", "kept", "kept"]
     assert out == "a quiet street, element number 0, element number 2, element number 3"
     assert t.composition.tokens <= limit and t.composition.tokenizer == "cl100k_base"

@@ -41,9 +41,11 @@ def test_rows_report_and_plots(pz, tmp_path) -> None:
                      mem.captions)
     assert (r["pa"], r["gs"], r["cp"], r["nv"]) == pytest.approx((ref.pa, ref.gs, ref.cp, ref.nv), abs=1e-6)
     report = (tmp_path / "ev" / "report.md").read_text()
-    assert "| Method | PA | GS | CP | NV | score-c | Win% | d (vs base) | score | Win% | d (vs base) |" in report
-    assert "## Summary" in report and "| Baseline | " in report and "NV is reported as 0" in report
-    assert len(run.plots) == 2
+    assert ("| LLM | Method | n | PA | GS | CP | NV | score-c | 95% CI | Win% | d (vs Baseline) | score | 95% CI | "
+            "Win% | d (vs Baseline) |") in report
+    assert "## Summary" in report and "| Baseline | " in report and "NV is — for methods not" in report
+    assert "| LLM | n | Baseline V [95% CI] | d (vs best) | Persona Only V [95% CI] |" in report
+    assert len(run.plots) == 3 and (tmp_path / "ev" / "report.html").exists()
     for p in run.plots:
         assert open(p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
     manifest = json.loads((tmp_path / "ev" / "manifest.json").read_text())
@@ -98,5 +100,19 @@ def test_win_rates_in_report_match_a_naive_count(pz, tmp_path) -> None:
         for m in tied:
             wins[m] += 1 / len(tied) / 2
     report = (tmp_path / "ev" / "report.md").read_text()
-    vprag_line = next(line for line in report.splitlines() if line.startswith("| VPRAG |"))
-    assert vprag_line.split("|")[10].strip() == f"{100 * wins['vprag']:.1f}%"
+    vprag_line = next(line for line in report.splitlines() if "| VPRAG |" in line)
+    assert vprag_line.split("|")[14].strip() == f"{100 * wins['vprag']:.1f}%"
+
+
+def test_one_persona_writes_rows_and_a_report_with_n_a(pz, tmp_path) -> None:
+    from vptt.evaluators.bench_report import bench_report
+    from vptt.sdk.bench import run_bench
+
+    run = evaluate(pz, tmp_path / "ev", personas=["alice"], tasks=["outdoor_spot"], progress=False)
+    assert run.rows_written == 5 and len(run.plots) == 3
+    report = (tmp_path / "ev" / "report.md").read_text()
+    vprag = next(line for line in report.splitlines() if "| VPRAG |" in line).split("|")
+    assert vprag[3].strip() == "1" and vprag[9].strip() == "n/a" and vprag[11].strip() == "n/a"  # n, CI, d
+    bench = run_bench(pz, tmp_path / "b", personas=["alice"], tasks=["outdoor_spot"], progress=False)
+    rep = bench_report(bench.out_dir)
+    assert bench.rows_written == 5 and "n/a" in rep.markdown.read_text() and rep.html.exists()

@@ -4,7 +4,8 @@ Everything Ray runs in a child process inside a private network namespace (``uns
 Ray probes cloud-metadata addresses when it starts and that traffic must never leave the machine. The child
 (this module run with ``python -m tests.test_ray_backend DIR``) starts ``chroma run`` on 127.0.0.1 inside the
 namespace, ingests personas, runs the local backend, then Ray with 2 workers, then a Ray resume after a
-simulated crash, and writes a summary that the test compares.
+simulated crash, then ``vptt bench run --backend ray --composer llm`` (the CLI) against the fake LLM server of
+``tests/fake_llm_server.py`` started inside the namespace too, and writes a summary that the test compares.
 """
 
 from __future__ import annotations
@@ -69,6 +70,22 @@ def test_ray_backend_equals_local(tmp_path) -> None:
         assert rec["n_posts"] == loc_p[pid]["n_posts"]
     cfg = [json.loads((tmp_path / n / "manifest.json").read_text())["config"] for n in ("local", "ray")]
     assert cfg[0] == cfg[1]
+    # `vptt bench run --backend ray --composer llm` against the fake LLM server: every completion bought once
+    # (2 workers sharing --llm-concurrency 4), rows equal to the local backend's, which bought nothing
+    llm = summary["ray_llm"]
+    assert llm["returncode"] == 0, llm["output"]
+    assert llm["summary"]["workers"] == 2 and llm["summary"]["rows_written"] == 60
+    assert len(llm["requests"]) == len(set(llm["requests"])) == 6 * 2 * 4 == llm["summary"]["llm"]["calls"]
+    assert summary["local_llm"]["requests_after"] == 48 and summary["local_llm"]["llm"]["cache_hits"] == 48
+    ray_llm = read_rows(tmp_path / "ray_llm" / "rows.jsonl")
+    local_llm = keyed(read_rows(tmp_path / "local_llm" / "rows.jsonl"))
+    assert len(ray_llm) == len(local_llm) == 60
+    for r in ray_llm:
+        want = local_llm[(r["persona_id"], r["task"], r["method"])]
+        assert r["prompt"] == want["prompt"] and r["llm"]["model"] == "fake-m"
+        assert r["score"] == pytest.approx(want["score"], abs=1e-6) and r["seed"] == want["seed"]
+    cfg = [json.loads((tmp_path / n / "manifest.json").read_text())["config"] for n in ("ray_llm", "local_llm")]
+    assert cfg[0] == cfg[1] and cfg[0]["llm"]["model"] == "fake-m"
 
 
 def _child(work: Path) -> None:
@@ -97,9 +114,40 @@ def _child(work: Path) -> None:
         rows = (work / "ray" / "rows.jsonl").read_bytes().splitlines(keepends=True)
         (work / "ray" / "rows.jsonl").write_bytes(b"".join(rows[:23]) + rows[23][:40])  # a kill mid-append
         resumed = run_bench(recipe, work / "ray", tasks=TASKS, backend="ray", workers=2, progress=False)
+        llm = _llm_runs(work, srv, recipe)
     summary = {"network_unreachable": unreachable, "local": local.model_dump(), "ray": ray_run.model_dump(),
-               "ray_resume": resumed.model_dump()}
+               "ray_resume": resumed.model_dump(), **llm}
     (work / "summary.json").write_text(json.dumps(summary))
+
+
+def _llm_runs(work: Path, chroma: object, recipe: object) -> dict:
+    """`vptt bench run --backend ray --composer llm` (the CLI, joining the Ray cluster that is up) against the
+    fake LLM server started inside the namespace, then the local backend in process from the same cache."""
+    from dataclasses import replace
+
+    import ray
+
+    from tests.fake_llm_server import FakeLLMServer
+    from vptt.agents.llm_composer import LLMComposerConfig
+    from vptt.sdk.bench import run_bench
+
+    with FakeLLMServer(work / "llm-server") as srv:
+        cli = [sys.executable, "-m", "vptt", "--chroma-host", chroma.host, "--chroma-port", str(chroma.port),
+               "--data-dir", str(work / "data"), "bench", "run", "-o", str(work / "ray_llm"), "--task", TASKS[0],
+               "--task", TASKS[1], "--backend", "ray", "--workers", "2", "--address",
+               ray.get_runtime_context().gcs_address, "--composer", "llm", "--llm-base-url", srv.base_url,
+               "--llm-model", "fake-m", "--llm-concurrency", "4", "--no-report", "--no-progress", "--json"]
+        env = {**os.environ, "VPTT_EMBEDDING_CACHE": "false", "VPTT_COLLECTION_PREFIX": "raytest",
+               "VPTT_LLM_API_KEY": "EMPTY"}
+        proc = subprocess.run(cli, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        after_ray = [e["key"] for e in srv.requests()]
+        cfg = LLMComposerConfig(model="fake-m", base_url=srv.base_url, api_key="EMPTY")
+        local = run_bench(replace(recipe, llm=cfg), work / "local_llm", tasks=TASKS, progress=False)
+        after_local = len(srv.requests())
+    return {"ray_llm": {"returncode": proc.returncode, "output": (proc.stdout + proc.stderr)[-3000:],
+                        "summary": json.loads(proc.stdout) if proc.returncode == 0 else None,
+                        "requests": after_ray},
+            "local_llm": {**local.model_dump(), "requests_after": after_local}}
 
 
 if __name__ == "__main__":

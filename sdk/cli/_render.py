@@ -69,4 +69,5 @@ def render_result(result: PersonalizationResult, console: Console, *, trace: boo
     if t.elements:
         console.print(_elements_table(result))
     if t.captions_used:
-        console.print(Text("caption used: " + t.captions_used[0][:160] + "…", style="dim"))
+        console.print(Text(f"best of {len(t.captions_used)} ranked captions: " + t.captions_used[0][:160] + "…",
+                           style="dim"))

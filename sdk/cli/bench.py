@@ -14,6 +14,7 @@ from typing import Any, Optional, TypeVar
 import typer
 from rich.console import Console
 
+from vptt.sdk.cli import _llm
 from vptt.sdk.cli._common import cli_errors, parse_pairs
 from vptt.sdk.cli._common import settings as cli_settings
 
@@ -54,6 +55,15 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
                                              "NAME (repeatable; needed with --generator)."),
         judge_calibration: Optional[Path] = typer.Option(
             None, exists=True, dir_okay=False, help="Saved judge calibration (JSON) for the report."),
+        composer: str = _llm.COMPOSER, llm_base_url: Optional[str] = _llm.LLM_BASE_URL,
+        llm_model: Optional[str] = _llm.LLM_MODEL, llm_preset: Optional[str] = _llm.LLM_PRESET,
+        temperature: Optional[float] = _llm.TEMPERATURE, top_p: Optional[float] = _llm.TOP_P,
+        max_tokens: Optional[int] = _llm.MAX_TOKENS,
+        llm_seed: Optional[int] = typer.Option(None, "--llm-seed", help="LLM sampling seed (overrides the preset; "
+                                               "default 42; --seed is the run's seed)."),
+        llm_concurrency: Optional[int] = _llm.CONCURRENCY, llm_rpm: Optional[float] = _llm.RPM,
+        llm_tpm: Optional[float] = _llm.TPM, llm_timeout: Optional[float] = _llm.TIMEOUT,
+        llm_cache: Optional[bool] = _llm.CACHE,
         report: bool = typer.Option(True, help="Write the report (HTML, Markdown, plots) at the end."),
         progress: bool = typer.Option(True, help="Progress bar with ETA on stderr."),
         as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON.")) -> None:
@@ -63,10 +73,14 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
     from vptt.sdk.bench import BenchRecipe, run_bench
 
     settings = cli_settings()
+    llm = _llm.llm_config(settings, composer=composer, base_url=llm_base_url, model=llm_model, preset=llm_preset,
+                          temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=llm_seed,
+                          concurrency=llm_concurrency, rpm=llm_rpm, tpm=llm_tpm, timeout=llm_timeout,
+                          cache=llm_cache)
     recipe = BenchRecipe(settings=settings, generator=generator,
                          generator_options=parse_pairs(generator_option, "--generator-option"),
                          image_metrics=parse_pairs(image_metric, "--image-metric"), judge=judge,
-                         judge_options=parse_pairs(judge_option, "--judge-option"))
+                         judge_options=parse_pairs(judge_option, "--judge-option"), llm=llm)
     images = {k: str(v) for k, v in parse_pairs(task_image, "--task-image").items()}
     config = VPRAGConfig(tau=settings.tau, per_category_budget=settings.per_category_budget,
                          three_phrase=three_phrase)
@@ -90,30 +104,41 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
                   f"{result.rows_total} in all) for {result.personas_computed} personas in "
                   f"{result.seconds:.1f} s ({result.rows_per_s} rows/s, backend {result.backend}, "
                   f"{result.workers} worker(s))")
+    if result.llm:
+        x = result.llm
+        console.print(f"LLM: {x['calls']} completions bought, {x['cache_hits']} from the cache; tokens in "
+                      f"{x['tokens_in']}, out {x['tokens_out']}")
     if html:
         console.print(f"report: {html}")
 
 
-def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A `bench run` directory."),
-           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report dir (default RUN/report)."),
+def report(run_dir: list[Path] = typer.Argument(..., exists=True, file_okay=False,
+                                              help="One or more `bench run` (or `evaluate`) directories; "
+                                                   "runs made with different LLMs merge into Table 3's layout."),
+           out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report dir (default RUN/report; "
+                                              "vptt-report for several runs)."),
+           label: Optional[list[str]] = typer.Option(None, help="Table label per run, in order (default: each "
+                                                     "run's LLM label or model)."),
            map_method: str = typer.Option("pca", "--map", help="Persona map projection: pca or tsne."),
+           prompts_personas: int = typer.Option(200, help="How many personas' prompts the HTML lists."),
            title: str = typer.Option("VPTT-Bench report", help="Report title."),
            judge_calibration: Optional[Path] = typer.Option(
                None, exists=True, dir_okay=False,
                help="Saved judge calibration (JSON): calibrated VLM columns."),
            as_json: bool = typer.Option(False, "--json", help="Print what was written as JSON.")) -> None:
-    """Paper-style tables, plots and a self-contained HTML page for a bench run."""
+    """Paper-style tables (Table 3, Tables 7-10), plots and a self-contained HTML page for bench runs."""
     from vptt.evaluators.bench_report import bench_report
 
-    rep = bench_report(run_dir, out, map_method=map_method, title=title,  # type: ignore[arg-type]
-                       judge_calibration=judge_calibration)
+    rep = bench_report(run_dir, out, map_method=map_method, title=title, labels=label or None,  # type: ignore[arg-type]
+                       prompts_personas=prompts_personas, judge_calibration=judge_calibration)
     if as_json:
         print(json.dumps({"html": str(rep.html), "markdown": str(rep.markdown),
                           "plots": [str(p) for p in rep.plots], "rows": rep.rows, "personas": rep.personas,
-                          "map_method": rep.map_method}, indent=2))
+                          "map_method": rep.map_method, "runs": rep.runs}, indent=2))
         return
-    console.print(rep.markdown.read_text())
-    console.print(f"HTML: {rep.html}\nplots: {', '.join(map(str, rep.plots))}")
+    console.print(f"{rep.rows} rows of {rep.personas} personas from {len(rep.runs)} run(s) "
+                  f"({', '.join(rep.runs)})")
+    console.print(f"HTML: {rep.html}\nMarkdown: {rep.markdown}\nplots: {', '.join(map(str, rep.plots))}")
 
 
 def register_bench(bench_app: typer.Typer) -> None:

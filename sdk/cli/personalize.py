@@ -31,7 +31,8 @@ def _agent(*, token_budget: Optional[int] = None, three_phrase: bool = False, co
     pz.config = VPRAGConfig(tau=pz.config.tau, per_category_budget=pz.config.per_category_budget,
                             three_phrase=three_phrase)
     if composer == "llm":
-        comp: Any = LLMComposerConfig(model=llm_model, base_url=llm_base_url, api_key=api_key)
+        comp: Any = LLMComposerConfig(model=llm_model, base_url=llm_base_url or pz.settings.base_url("llm"),
+                                      api_key=api_key or pz.settings.api_key("llm"))
     elif composer == "template":
         comp = TemplateComposer(token_budget, pz.settings.include_summary) if token_budget else None
     else:
