@@ -132,7 +132,7 @@ def test_evaluate_cli_with_the_llm(server, two_personas, tmp_path) -> None:
     rows = read_rows(tmp_path / "ev" / "rows.jsonl")
     assert {r["llm"]["model"] for r in rows} == {"fake-q"}
     r = CliRunner().invoke(app, ["evaluate", "--out", str(tmp_path / "ev2"), "--llm-preset", "qwen"], env=env)
-    assert r.exit_code == 1 and "only apply with --composer llm" in r.output
+    assert r.exit_code == 2 and "only apply with --composer llm" in r.output
 
 
 def test_bench_run_local_with_the_llm_equals_evaluate_and_shares_the_cache(pz, server, tmp_path) -> None:

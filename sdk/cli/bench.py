@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from vptt.sdk.cli import _llm
-from vptt.sdk.cli._common import cli_errors, parse_pairs
+from vptt.sdk.cli._common import cli_errors, parse_pairs, quiet
 from vptt.sdk.cli._common import settings as cli_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -91,7 +91,7 @@ def run(input: Optional[Path] = typer.Argument(None, exists=True, dir_okay=False
                        if working_dir else None,
                        shard_size=shard_size, gpus_per_worker=gpus_per_worker, ingest=input,
                        task_images=images, judge_posts=judge_posts,  # type: ignore[arg-type]
-                       progress=progress)
+                       progress=progress and not quiet())
     html = None
     if report:
         from vptt.evaluators.bench_report import bench_report

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vptt.sdk.cli import _llm
-from vptt.sdk.cli._common import cli_errors, personalizer
+from vptt.sdk.cli._common import cli_errors, personalizer, quiet
 
 console = Console()
 err = Console(stderr=True)
@@ -53,7 +53,7 @@ def evaluate(out: Path = typer.Option(Path("vptt-eval"), help="Output directory 
                          three_phrase=three_phrase)
     run = run_evaluation(pz, out, personas=persona or None, tasks=task or PAPER_TABLE3,
                          methods=[m.strip() for m in methods.split(",") if m.strip()], config=config,
-                         composer=comp, progress=progress)
+                         composer=comp, progress=progress and not quiet())
     if as_json:
         print(run.model_dump_json(indent=2))
         return

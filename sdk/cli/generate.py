@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from vptt.core.errors import ConfigError
-from vptt.sdk.cli._common import cli_errors, parse_pairs, personalizer
+from vptt.sdk.cli._common import cli_errors, parse_pairs, personalizer, quiet
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -83,7 +83,7 @@ def generate(
 
         generator = build_generator(render, **parse_pairs(render_option or [], "--render-option"))
     rep = generate_personas(texts, out, chat=_chat(model, base_url, api_key, json_mode), config=cfg,
-                            indices=indices, workers=workers, report_path=report, progress=progress,
+                            indices=indices, workers=workers, report_path=report, progress=progress and not quiet(),
                             generator=generator, render_dir=str(render_dir or out.parent / "images"),
                             render_mode=render_mode, render_max_posts=render_posts)
     console.print(rep.summary())

@@ -18,6 +18,7 @@ from vptt.sdk.cli._common import (
     configure_output,
     fail,
     personalizer,
+    quiet,
     set_settings,
 )
 
@@ -68,7 +69,7 @@ def main(ctx: typer.Context,
 def ingest(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Persona JSONL file."),
            on_error: str = typer.Option("raise", help="raise: stop at the first bad line; skip: load the rest.")) -> None:
     """Validate FILE and upsert its personas (idempotent: re-ingesting changes nothing)."""
-    report = personalizer().ingest(file, on_error=on_error, progress=True)  # type: ignore[arg-type]
+    report = personalizer().ingest(file, on_error=on_error, progress=not quiet())  # type: ignore[arg-type]
     console.print(f"created {len(report.created)}, updated {len(report.updated)}, "
                   f"unchanged {len(report.unchanged)}; embedded {report.texts_embedded} texts")
     for line in report.skipped:
@@ -92,7 +93,7 @@ def demo(file: Path = typer.Option(SAMPLE_PERSONAS, help="Persona JSONL to inges
         raise FileNotFoundError(f"sample personas not found at {file}; pass --file")
     pz = personalizer()
     console.rule("ingest")
-    report = pz.ingest(file, progress=True)
+    report = pz.ingest(file, progress=not quiet())
     console.print(f"{file}: created {len(report.created)}, updated {len(report.updated)}, unchanged "
                   f"{len(report.unchanged)}; embedded {report.texts_embedded} texts; store: {pz.store!r}")
     from vptt.sdk.cli._render import render_result
