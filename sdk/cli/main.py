@@ -11,7 +11,7 @@ from rich.console import Console
 
 from vptt.core.settings import VPTTSettings
 from vptt.data import SAMPLE_PERSONAS
-from vptt.sdk.cli._common import cli_errors, personalizer, set_settings
+from vptt.sdk.cli._common import cli_errors, personalizer, plain, set_settings
 
 app = typer.Typer(help="vptt: persona-aware visual personalization (VPRAG, VPTT score, evaluators).",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,6 +27,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @app.callback()
+@cli_errors
 def main(data_dir: Optional[Path] = typer.Option(None, help="Data directory (default: $VPTT_DATA_DIR, else the per-user data directory)."),
          store: Optional[str] = typer.Option(None, help="chroma (default) or memory."),
          chroma_host: Optional[str] = typer.Option(None, help="Use a Chroma server at this host."),
@@ -46,7 +47,7 @@ def ingest(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="P
     console.print(f"created {len(report.created)}, updated {len(report.updated)}, "
                   f"unchanged {len(report.unchanged)}; embedded {report.texts_embedded} texts")
     for line in report.skipped:
-        err.print(f"[yellow]skipped[/yellow] {line}")
+        err.print(f"[yellow]skipped[/yellow] {plain(line)}", soft_wrap=True)
 
 
 DEMO_QUERIES = [
