@@ -22,6 +22,7 @@ import html
 import json
 import math
 import re
+import zipfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vptt.core.errors import ConfigError
+from vptt.core.errors import ConfigError, RunFileError
+from vptt.core.files import read_json_object
+from vptt.core.resultlog import read_rows
 from vptt.evaluators.report import _label, _order, markdown_report, paired_scores, write_plots
 from vptt.evaluators.stats import cohens_d, spearman_rho
 
@@ -46,15 +49,12 @@ def load_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "rows.jsonl"
     if not path.exists():
         raise ConfigError(f"{path} not found; point at the output directory of `vptt bench run`")
-    data = path.read_bytes()
     rows, seen = [], set()
-    for raw in data[: data.rfind(b"\n") + 1].splitlines():
-        if raw.strip():
-            row = json.loads(raw)
-            key = (row["persona_id"], row["task"], row["method"])
-            if key not in seen:
-                seen.add(key)
-                rows.append(row)
+    for row in read_rows(path, required=("persona_id", "task", "method", "score"), numeric=("score",)):
+        key = (row["persona_id"], row["task"], row["method"])
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
     return rows
 
 
@@ -76,15 +76,18 @@ def load_persona_table(run_dir: str | Path) -> PersonaTable | None:
     """The run's persona records from ``personas.npz``, else ``personas.jsonl``; None if neither exists."""
     run = Path(run_dir)
     if (run / "personas.npz").exists():
-        z = np.load(run / "personas.npz")
-        return PersonaTable(z["persona_id"].tolist(), z["age"], z["gender"].tolist(), z["country"].tolist(),
-                            z["caption_mean"])
+        try:
+            z = np.load(run / "personas.npz")
+            return PersonaTable(z["persona_id"].tolist(), z["age"], z["gender"].tolist(), z["country"].tolist(),
+                                z["caption_mean"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunFileError(f"{run / 'personas.npz'} is damaged ({type(exc).__name__}); delete it, the "
+                               "report rebuilds the persona map from personas.jsonl") from None
     if not (run / "personas.jsonl").exists():
         return None
     from vptt.core.vectors import decode_vector
 
-    text = (run / "personas.jsonl").read_bytes()
-    recs = [json.loads(x) for x in text[: text.rfind(b"\n") + 1].splitlines() if x.strip()]
+    recs = read_rows(run / "personas.jsonl", required=("persona_id",))
     vecs = [decode_vector(r["caption_mean"]) if r.get("caption_mean") else None for r in recs]
     dim = next((v.size for v in vecs if v is not None), 0)
     emb = np.stack([v if v is not None else np.full(dim, np.nan) for v in vecs]) if recs else np.zeros((0, 0))
@@ -354,7 +357,7 @@ def bench_report(run_dir: str | Path, out_dir: str | Path | None = None, *, map_
     out = Path(out_dir) if out_dir is not None else run / "report"
     plots_dir = out / "plots"
     plots_dir.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
+    manifest = read_json_object(run / "manifest.json", what="manifest") if (run / "manifest.json").exists() else {}
     md = markdown_report(rows, title)
     extra = image_tables(rows)
     md = md + ("\n" + extra + "\n" if extra else "")

@@ -20,7 +20,6 @@ run seed and the row key (:func:`derive_seed`), so recomputed rows and images ar
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +35,7 @@ from vptt.agents.personalizer import Personalizer
 from vptt.agents.tasks import PAPER_TABLE3, Task, resolve_tasks
 from vptt.agents.vprag import VPRAGConfig
 from vptt.core.errors import ConfigError
+from vptt.core.files import atomic_write_json, read_json_object
 from vptt.core.resultlog import ResultLog
 from vptt.core.vectors import decode_vector, encode_vector
 from vptt.sdk.bench_worker import (
@@ -49,7 +49,7 @@ from vptt.sdk.bench_worker import (
     PersonaResult,
     derive_seed,
 )
-from vptt.sdk.evaluate import _check_manifest, _manifest, row_key
+from vptt.sdk.evaluate import MANIFEST_FIX, _check_manifest, _manifest, row_key
 
 Backend = Literal["local", "ray"]
 
@@ -132,11 +132,9 @@ def write_personas_npz(out_dir: str | Path) -> Path:
 
 
 def _write_session(path: Path, session: dict[str, Any]) -> None:
-    data = json.loads(path.read_text())
+    data = read_json_object(path, what="manifest", fix=MANIFEST_FIX)
     data.setdefault("sessions", []).append(session)
-    tmp = path.with_name(".manifest.json.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def _bench_manifest(pz: Personalizer, plan: BenchPlan, described: dict[str, Any], backend: str) -> dict:

@@ -6,7 +6,6 @@ versions), ``report.md`` (Table 3 and Tables 7-10 layouts) and ``plots/*.png``.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -21,6 +20,7 @@ from vptt.agents.personalizer import Personalizer
 from vptt.agents.tasks import PAPER_TABLE3, Task, resolve_tasks
 from vptt.agents.vprag import VPRAGConfig
 from vptt.core.errors import ConfigError
+from vptt.core.files import atomic_write_json, read_json_object
 from vptt.core.resultlog import ResultLog
 from vptt.stores.records import EmbeddedPersona
 
@@ -103,14 +103,18 @@ def _manifest(pz: Personalizer, tasks: Sequence[Task], methods: Sequence[str], c
             "seed": 0}
 
 
+MANIFEST_FIX = ("delete it to continue this run under the current configuration, or choose another output "
+                "directory")
+
+
 def _check_manifest(path: Path, manifest: dict) -> None:
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json_object(path, what="manifest", fix=MANIFEST_FIX)
         if old.get("config") != manifest["config"]:
             raise ConfigError(f"{path.parent} holds a run with a different configuration; choose another output "
                               "directory, or delete it to start over")
     else:
-        path.write_text(json.dumps({**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+        atomic_write_json(path, {**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def evaluate(pz: Personalizer, out_dir: str | Path, *, personas: Iterable[str] | None = None,
@@ -186,7 +190,7 @@ def write_report(out_dir: str | Path, title: str = "VPTT evaluation") -> Path:
     from vptt.evaluators.report import markdown_report, write_plots
 
     out = Path(out_dir)
-    rows = ResultLog(out / "rows.jsonl", row_key).rows()
+    rows = ResultLog(out / "rows.jsonl", row_key).rows(required=(*ROW_KEY, "score"), numeric=("score",))
     if not rows:
         raise ConfigError(f"{out / 'rows.jsonl'} has no rows to report")
     (out / "report.md").write_text(markdown_report(rows, title))
