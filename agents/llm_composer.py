@@ -25,7 +25,15 @@ from vptt.agents.tokens import count_tokens, tokenizer_name
 from vptt.agents.trace import CompositionTrace, RetrievalTrace
 from vptt.core.errors import ConfigError, ProviderError
 from vptt.core.models import Persona
-from vptt.core.providers import RetryConfig, acall_with_retry, call_with_retry
+from vptt.core.providers import (
+    RetryConfig,
+    acall_with_retry,
+    call_with_retry,
+    chat_text,
+    client_secrets,
+    endpoint_label,
+)
+from vptt.core.settings import default_request_timeout
 
 if TYPE_CHECKING:
     import httpx
@@ -66,7 +74,7 @@ class LLMComposerConfig(BaseModel):
     include_summary: bool = True
     max_elements: int = Field(default=60, ge=0)
     max_captions: int = Field(default=5, ge=0)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default_factory=lambda: default_request_timeout(60.0), gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
@@ -155,11 +163,15 @@ class LLMComposer:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"LLMComposer(model={c.model!r}, base_url={c.base_url!r}, temperature={c.temperature})"
+        return f"LLMComposer(model={c.model!r}, base_url={endpoint_label(c.base_url)!r}, temperature={c.temperature})"
 
     @property
-    def _secrets(self) -> list[str | None]:
-        return [self.config.api_key.get_secret_value() if self.config.api_key else None]
+    def _secrets(self) -> list[str]:
+        return client_secrets(self._client, self.config.api_key) + client_secrets(self._aclient)
+
+    @property
+    def _what(self) -> str:
+        return f"chat model {self.config.model!r} at {endpoint_label(self.config.base_url)}"
 
     def _client_kwargs(self) -> dict[str, Any]:
         key = self.config.api_key.get_secret_value() if self.config.api_key else None
@@ -207,8 +219,7 @@ class LLMComposer:
         messages = build_messages(query, trace, persona, self.config)
         kwargs = self._request(messages, temperature, self.config.seed if seed == -1 else seed)
         resp = call_with_retry(lambda: self._sync_client().chat.completions.create(**kwargs),
-                               what=f"chat model {self.config.model!r}", retry=self.config.retry,
-                               secrets=self._secrets)
+                               what=self._what, retry=self.config.retry, secrets=self._secrets)
         return self._finish(resp, messages, kwargs, trace)
 
     async def acompose_detailed(self, query: str, trace: RetrievalTrace, persona: Persona, *,
@@ -217,18 +228,16 @@ class LLMComposer:
         messages = build_messages(query, trace, persona, self.config)
         kwargs = self._request(messages, temperature, self.config.seed if seed == -1 else seed)
         resp = await acall_with_retry(lambda: self._async_client().chat.completions.create(**kwargs),
-                                      what=f"chat model {self.config.model!r}", retry=self.config.retry,
-                                      secrets=self._secrets)
+                                      what=self._what, retry=self.config.retry, secrets=self._secrets)
         return self._finish(resp, messages, kwargs, trace)
 
     def _finish(self, resp: Any, messages: list[dict[str, str]], kwargs: dict[str, Any],
                 trace: RetrievalTrace) -> Composition:
-        choices = getattr(resp, "choices", None) or []
-        raw = (choices[0].message.content or "") if choices else ""
+        raw = chat_text(resp, self._what, self._secrets)
+        choices = resp.choices
         prompt, truncated = clean_completion(raw, self.config.max_words)
         if not prompt:
-            raise ProviderError(f"chat model {self.config.model!r} returned an empty prompt; check the model "
-                                "name, or raise max_tokens")
+            raise ProviderError(f"{self._what} returned an empty prompt; check the model name, or raise max_tokens")
         usage = getattr(resp, "usage", None)
         tokens = TokenUsage(prompt_tokens=estimate_chat_tokens(messages), completion_tokens=count_tokens(raw),
                             reported_prompt_tokens=getattr(usage, "prompt_tokens", None),

@@ -98,6 +98,11 @@ class ProviderAuthError(ProviderError, PermissionError):
     """The provider refused the API key (HTTP 401/403)."""
 
 
+class ProviderResponseError(ProviderError, ValueError):
+    """The provider answered, but not with what an OpenAI-compatible API returns (malformed JSON, missing
+    fields, wrong shapes): usually ``base_url`` points at something else, or a proxy rewrote the answer."""
+
+
 class GenerationError(VPTTError, RuntimeError):
     """A local image generator failed (bad input, out of memory, interrupted)."""
 

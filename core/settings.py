@@ -147,6 +147,22 @@ class VPTTSettings(BaseSettings):
         return out
 
 
+def default_request_timeout(fallback: float = 60.0) -> float:
+    """``VPTT_REQUEST_TIMEOUT_S`` when set (validated), else ``fallback``: the default ``timeout_s`` of every
+    provider client (chat, embeddings, images, judge, persona generation, feedback data)."""
+    raw = os.environ.get("VPTT_REQUEST_TIMEOUT_S")
+    if raw is None or not raw.strip():
+        return fallback
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"environment VPTT_REQUEST_TIMEOUT_S={raw!r}: must be a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"environment VPTT_REQUEST_TIMEOUT_S={raw!r}: must be a positive finite number of "
+                          "seconds")
+    return value
+
+
 def check_device(device: str) -> str:
     """``device`` if this machine has it, else a :class:`ConfigError` that says what to use.
 

@@ -15,7 +15,8 @@ def build_embedder(settings: VPTTSettings) -> Embedder:
         key = settings.api_key("embedder")
         inner: Embedder = OpenAIEmbedder(settings.embedder_model or "text-embedding-3-small",
                                          dim=settings.embedding_dim or 1536, base_url=settings.base_url("embedder"),
-                                         api_key=key, send_dimensions=settings.embedding_dim is not None)
+                                         api_key=key, send_dimensions=settings.embedding_dim is not None,
+                                         timeout=settings.request_timeout_s)
     else:
         from vptt.core.settings import check_device
         from vptt.stores.embedders import MiniLMEmbedder
