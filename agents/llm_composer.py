@@ -32,6 +32,7 @@ from vptt.core.providers import (
     chat_text,
     client_secrets,
     endpoint_label,
+    protect_secret,
 )
 from vptt.core.settings import default_request_timeout
 
@@ -175,6 +176,7 @@ class LLMComposer:
 
     def _client_kwargs(self) -> dict[str, Any]:
         key = self.config.api_key.get_secret_value() if self.config.api_key else None
+        protect_secret(key)
         return {"api_key": key, "base_url": self.config.base_url, "timeout": self.config.timeout_s,
                 "max_retries": 0}
 

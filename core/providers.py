@@ -77,9 +77,12 @@ def openai_client(*, api_key: Any, base_url: str | None, timeout_s: float, http_
     import openai
 
     key = api_key.get_secret_value() if hasattr(api_key, "get_secret_value") else api_key
+    protect_secret(key)
     try:
-        return openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=max_retries,
-                             http_client=http_client)
+        client = openai.OpenAI(api_key=key, base_url=base_url, timeout=timeout_s, max_retries=max_retries,
+                               http_client=http_client)
+        protect_secret(client.api_key)
+        return client
     except openai.OpenAIError:
         raise ConfigError(f"no API key for {purpose}: pass api_key (CLI --api-key) or set OPENAI_API_KEY; "
                           "local servers (vLLM, Ollama) accept any string such as 'EMPTY'") from None
@@ -98,6 +101,44 @@ _SECRET_PATTERNS = (
      r"\1\2***"),
     (re.compile(r"\b(sk|pk|rk)-[A-Za-z0-9_-]{8,}"), r"\1-***"),
 )
+
+
+_KNOWN_SECRETS: set[str] = set()
+_LOGGERS_REDACTED = ("httpx", "httpx2", "httpcore.http11", "httpcore.http2", "httpcore.connection",
+                     "httpcore.proxy", "httpcore2.http11", "httpcore2.http2", "httpcore2.connection",
+                     "httpcore2.proxy", "openai", "openai._base_client")
+"""Loggers of the HTTP stack that log response headers at DEBUG (an endpoint may echo the key in one)."""
+
+
+class _RedactSecrets(logging.Filter):
+    """Rewrites a log record whose message holds a known API key (only records that are emitted: DEBUG
+    records of a disabled level are never built, so this costs nothing in normal use)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        secrets = [*_KNOWN_SECRETS, *env_secrets()]
+        if secrets:
+            try:
+                msg = record.getMessage()
+            except Exception:  # noqa: BLE001 - a broken record is the logging module's business
+                return True
+            clean = redact(msg, secrets, patterns=False)
+            if clean != msg:
+                record.msg, record.args = clean, None
+        return True
+
+
+_REDACTOR = _RedactSecrets()
+
+
+def protect_secret(key: Any) -> None:
+    """Remember ``key`` (str or ``SecretStr``) as a secret and make sure the HTTP stack's loggers redact it."""
+    value = key.get_secret_value() if hasattr(key, "get_secret_value") else key
+    if isinstance(value, str) and len(value) >= 4:
+        _KNOWN_SECRETS.add(value)
+    for name in _LOGGERS_REDACTED:
+        logger = logging.getLogger(name)
+        if _REDACTOR not in logger.filters:
+            logger.addFilter(_REDACTOR)
 
 
 def env_secrets() -> list[str]:

@@ -8,6 +8,7 @@ results and files written.
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -258,3 +259,51 @@ def test_redact_catches_credentials_by_shape_but_not_prose() -> None:
     assert redact('{"api_key": "abcdefgh"}', []) == '{"api_key": "***"}'
     prose = "a flag bearer in a parade, max_tokens=300, token budget"
     assert redact(prose, [], patterns=False) == prose and redact(prose, []) == prose
+
+
+@pytest.fixture
+def echo_server() -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 that answers 401 and echoes the Authorization header in its body and
+    in a response header (the HTTP stack logs response headers at DEBUG: respx would bypass that layer)."""
+    import http.server
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            auth = self.headers.get("authorization", "")
+            body = json.dumps({"error": {"message": f"bad key {auth}"}}).encode()
+            self.send_response(401)
+            self.send_header("content-type", "application/json")
+            self.send_header("x-echo", auth)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.parametrize("client", ["embeddings", "judge", "images", "persona_gen"])
+def test_debug_logs_of_the_http_stack_never_hold_the_key(client: str, echo_server: str,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)  # the key the client sends when none is passed
+    calls = {"embeddings": lambda: OpenAIEmbedder("emb", dim=4, base_url=echo_server, max_retries=0).embed(["x"]),
+             "judge": lambda: VLMJudge(JudgeConfig(base_url=echo_server, max_retries=0, profile_tile=16,
+                                                   method_tile=16)).judge(persona_id="p", persona_images=[IMG],
+                                                                          method_images={"a": IMG, "b": IMG},
+                                                                          prompt="x"),
+             "images": lambda: OpenAIImageGenerator(OpenAIImagesConfig(base_url=echo_server)).generate(
+                 GenerationRequest(prompt="x")),
+             "persona_gen": lambda: JSONChat(LLMConfig(base_url=echo_server)).complete(
+                 [{"role": "user", "content": "x"}], temperature=0.0)}
+    with pytest.raises(ProviderAuthError) as info:
+        calls[client]()
+    assert any("httpcore" in r.name or "httpx" in r.name for r in caplog.records)  # DEBUG logging was on
+    _assert_no_key(info.value, caplog)
