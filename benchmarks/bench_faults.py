@@ -253,7 +253,7 @@ def _classify(case: Case, rc: int, out: str, err: str, d: Path, post: str, must_
     leak = _leak(out, err, d)
     if leak:
         return "wrong", leak
-    if "Traceback (most recent call last)" in out + err:
+    if "Traceback (most recent call last)" in out + err and not case.log_exceptions:  # logger.exception() prints one
         last = [ln for ln in err.splitlines() if ln.strip()][-1:] or [""]
         return "wrong", f"raw traceback: {last[0][:160]}"
     if "\x1b" in out + err:
@@ -657,23 +657,25 @@ def _kill_when_ready(proc: subprocess.Popen, ctx: Ctx) -> None:
 
 
 # --------------------------------------------------------------------------- driver
-def _setup(tmp: Path, servers: bool) -> Ctx:
+def _setup(tmp: Path, todo: list[Case]) -> Ctx:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VPTT_DATA_DIR": str(tmp / "base"), "ANONYMIZED_TELEMETRY": "False"}
     env = {k: v for k, v in env.items() if not k.endswith("_API_KEY")}
     sample = tmp / "sample.jsonl"
     sample.write_text("".join(line for line in SAMPLE.read_text().splitlines(keepends=True)
                               if json.loads(line)["persona_id"] in (P1, P2)))
-    subprocess.run([str(BIN / "vptt"), "ingest", str(sample)], env=env, check=True, capture_output=True)
-    subprocess.run([str(BIN / "vptt"), "evaluate", "--persona", P1, "--persona", P2, "--task", "outdoor_spot",
-                    "--methods", "baseline,vprag", "--out", str(tmp / "base-run")], env=env, check=True,
-                   capture_output=True)
     ctx = Ctx(tmp, tmp / "base", tmp / "base-run", _http_server("echo"), _http_server("malformed"), _silent_server())
-    if servers:
+    if any(c.owner == "store" and "Chroma server" in c.name for c in todo):  # they start while we ingest
         ctx.paused, ctx.dying = ChromaServer(tmp / "chroma-paused"), ChromaServer(tmp / "chroma-dying")
-        for srv in (ctx.paused, ctx.dying):
-            if srv.wait():
-                senv = {**env, "VPTT_CHROMA_HOST": "127.0.0.1", "VPTT_CHROMA_PORT": str(srv.port)}
-                subprocess.run([str(BIN / "vptt"), "ingest", str(sample)], env=senv, capture_output=True)
+    vptt = str(BIN / "vptt")
+    if any(c.store or c.run for c in todo):
+        subprocess.run([vptt, "ingest", str(sample)], env=env, check=True, capture_output=True)
+    if any(c.run for c in todo):
+        subprocess.run([vptt, "evaluate", "--persona", P1, "--persona", P2, "--task", "outdoor_spot", "--methods",
+                        "baseline,vprag", "--out", str(ctx.base_run)], env=env, check=True, capture_output=True)
+    for srv in (ctx.paused, ctx.dying):
+        if srv is not None and srv.wait():
+            senv = {**env, "VPTT_CHROMA_HOST": "127.0.0.1", "VPTT_CHROMA_PORT": str(srv.port)}
+            subprocess.run([vptt, "ingest", str(sample)], env=senv, capture_output=True)
     return ctx
 
 
@@ -692,7 +694,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="vptt-faults-"))
     t0 = time.monotonic()
     print(f"setting up in {tmp} (sample store, one evaluated run, local servers) ...", flush=True)
-    ctx = _setup(tmp, servers=any(c.owner == "store" and "Chroma server" in c.name for c in todo))
+    ctx = _setup(tmp, todo)
     print(f"setup {time.monotonic() - t0:.0f} s; running {len(todo)} cases, {args.jobs} at once "
           f"(load average {os.getloadavg()[0]:.1f})", flush=True)
     results: list[Outcome] = []
