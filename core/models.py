@@ -12,7 +12,15 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 CANONICAL_CATEGORIES: tuple[str, ...] = (
     "foreground",
@@ -93,8 +101,32 @@ def find_data_problem(obj: Any, max_depth: int = MAX_NESTING) -> tuple[str, str]
 
     Finds nesting deeper than ``max_depth`` and strings (values or keys) holding a lone surrogate such as
     ``"\\ud800"`` (valid JSON escape, but not text: it cannot be encoded, embedded or stored).
-    Iterative, so absurd nesting cannot exhaust the stack.
+    Iterative, so absurd nesting cannot exhaust the stack; the common case (nothing wrong) is one pass over
+    the containers and one C-level encode, and the path is only worked out when something is wrong.
     """
+    if not isinstance(obj, (dict, list)):
+        obj = [obj]
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if any(isinstance(k, str) and not k.isascii() and _SURROGATE.search(k) for k in value):
+                return _locate_problem(obj, max_depth)
+            children = value.values()
+        else:
+            children = value
+        for child in children:
+            if isinstance(child, str):
+                if not child.isascii() and _SURROGATE.search(child):
+                    return _locate_problem(obj, max_depth)
+            elif isinstance(child, (dict, list)):
+                if depth + 1 >= max_depth:
+                    return _locate_problem(obj, max_depth)
+                stack.append((child, depth + 1))
+    return None
+
+
+def _locate_problem(obj: Any, max_depth: int) -> tuple[str, str] | None:
     stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
     while stack:
         value, path, depth = stack.pop()
@@ -187,10 +219,11 @@ class Persona(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _collect_extra(cls, data: Any) -> Any:
+    def _collect_extra(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             raise ValueError(f"a persona must be a JSON object, got {type(data).__name__}")
-        problem = find_data_problem(data)
+        scanned = isinstance(info.context, dict) and info.context.get("scanned")  # parse_persona did it
+        problem = None if scanned else find_data_problem(data)
         if problem is not None:
             raise ValueError(f"{problem[0]}: {problem[1]}")
         known = set(cls.model_fields) - {"extra"}

@@ -54,7 +54,7 @@ def parse_persona(obj: Any, *, file: str = "<memory>", line: int = 0) -> Persona
     if problem is not None:
         raise PersonaValidationError([FieldProblem(file, line, *problem)])
     try:
-        return Persona.model_validate(obj)
+        return Persona.model_validate(obj, context={"scanned": True})
     except ValidationError as exc:
         problems = [
             FieldProblem(file, line, _loc_to_field(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
