@@ -300,8 +300,10 @@ def run_case(case: Case, ctx: Ctx) -> Outcome:
     t0 = time.monotonic()
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.PIPE, start_new_session=True)
-    if case.interact:
-        threading.Thread(target=case.interact, args=(proc, ctx), daemon=True).start()
+    if case.interact:  # it talks to the child first (reads stdout, writes stdin); then we collect the rest
+        talk = threading.Thread(target=case.interact, args=(proc, ctx), daemon=True)
+        talk.start()
+        talk.join(case.timeout)
     try:
         out_b, err_b = proc.communicate(timeout=case.timeout)
     except subprocess.TimeoutExpired:
