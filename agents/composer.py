@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from vptt.agents.methods import composer_inputs
 from vptt.agents.tokens import count_tokens, tokenizer_name, truncate_to_tokens
 from vptt.agents.trace import CompositionTrace, RetrievalTrace
+from vptt.core.errors import ConfigError
 from vptt.core.models import Persona
 
 
@@ -76,8 +77,10 @@ class TemplateComposer:
     name = "template"
 
     def __init__(self, token_budget: int | None = None, include_summary: bool = True) -> None:
-        if token_budget is not None and token_budget <= 0:
-            raise ValueError(f"token_budget must be positive, got {token_budget}")
+        if token_budget is not None and (isinstance(token_budget, bool) or not isinstance(token_budget, int)
+                                         or token_budget <= 0):
+            raise ConfigError(f"token_budget must be a positive whole number of tokens, got {token_budget!r}; "
+                              "omit it for no budget")
         self.token_budget = token_budget
         self.include_summary = include_summary
 

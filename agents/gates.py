@@ -25,9 +25,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from vptt.agents.trace import RetrievalTrace
+from vptt.core.checks import check_threshold, explain_validation
 from vptt.core.errors import ConfigError
 from vptt.stores.records import EmbeddedPersona
 
@@ -59,6 +60,9 @@ class VPTTTextScorer:
         self.variant = variant
         self.name = "vptt_score" if variant == "score" else "vptt_score_c"
 
+    score_range = (-1.0, 1.0)
+    """Every score lies here (cosines and exp(-d) weighted to at most 1), so a threshold must too."""
+
     def __repr__(self) -> str:
         return f"VPTTTextScorer(variant={self.variant!r})"
 
@@ -75,6 +79,16 @@ class VPTTTextScorer:
         return self.explain(persona, prompt)[0]
 
 
+def check_text_gate(cfg: TextGateConfig, scorer: Any) -> None:
+    """A :class:`ConfigError` when the threshold lies outside the scorer's ``score_range`` (if it has one).
+
+    A threshold of 55 for a score in [-1, 1] would reject every prompt; this says so before anything runs.
+    """
+    low, high = getattr(scorer, "score_range", (-math.inf, math.inf))
+    check_threshold(cfg.threshold, f"text gate threshold for {getattr(scorer, 'name', 'the scorer')}", low, high,
+                    "the paper's baselines sit near 0.32, VPRAG near 0.62" if high == 1.0 else "")
+
+
 def default_text_scorer(embedder: Any) -> TextScorer | None:
     """The VPTT-score scorer, or None when :mod:`evaluators.vptt_score` is not installed."""
     try:
@@ -87,7 +101,9 @@ class TextGateConfig(BaseModel):
     """Text gate settings.
 
     Args:
-        threshold: minimum score to accept (VPTT_score: the paper's baselines sit near 0.32, VPRAG near 0.62).
+        threshold: minimum score to accept (VPTT_score, in [-1, 1]: the paper's baselines sit near 0.32, VPRAG
+            near 0.62). Must be finite; :func:`check_text_gate` (run by the agent) rejects a threshold outside
+            the scorer's ``score_range`` with a :class:`~vptt.core.errors.ConfigError`.
         max_candidates: M, the most prompts composed in all (the first included).
         temperatures: temperatures tried for re-compositions by composers that take one (LLM).
         keep_fractions: element subsets tried: the most relevant fraction of the kept elements.
@@ -100,6 +116,17 @@ class TextGateConfig(BaseModel):
 
     threshold: float = 0.5
     max_candidates: int = Field(default=4, ge=1, le=32)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(explain_validation(exc, "TextGateConfig")) from None
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _threshold_in_range(cls, v: float) -> float:
+        return check_threshold(v, "threshold", -math.inf, math.inf)
     temperatures: tuple[float, ...] = (1.0, 0.3, 1.3)
     keep_fractions: tuple[float, ...] = (0.5, 0.75, 0.25)
     stop_on_pass: bool = True
@@ -263,7 +290,8 @@ class FunctionImageEvaluator:
 
     def __init__(self, name: str, fn: Callable[[Image.Image, ImageGateContext], float],
                  threshold: float) -> None:
-        self.name, self.fn, self.threshold = name, fn, threshold
+        self.name, self.fn = name, fn
+        self.threshold = check_threshold(threshold, f"{name} threshold", -math.inf, math.inf)
 
     def __call__(self, image: Image.Image, context: ImageGateContext) -> float:
         return float(self.fn(image, context))
@@ -292,7 +320,8 @@ class MaskedSimilarityEvaluator:
             scorer = MaskedSimilarity(scorer, **scorer_kwargs)
         self.scorer, self.reference, self.reference_mask = scorer, reference, reference_mask
         self.output_mask = output_mask if output_mask is not None else reference_mask
-        self.metric, self.subject, self.threshold = metric, subject, threshold
+        self.metric, self.subject = metric, subject
+        self.threshold = check_threshold(threshold, f"masc_{metric} threshold", -1.0, 1.0, "MaSC scores are cosines")
         self.name = name or f"masc_{metric}"
 
     def __call__(self, image: Image.Image, context: ImageGateContext) -> float:
@@ -327,7 +356,8 @@ class VLMJudgeEvaluator:
 
             judge = VLMJudge(config, http_client=http_client)
         self.judge, self.persona_images, self.task = judge, persona_images, task
-        self.threshold, self.name, self.anchor, self.embedder = threshold, name, anchor, embedder
+        self.threshold = check_threshold(threshold, f"{name} threshold", 0.0, 5.0, "the judge scores 0-5")
+        self.name, self.anchor, self.embedder = name, anchor, embedder
 
     def _match(self, context: ImageGateContext) -> dict[str, Any]:
         """Post ids and embeddings for matched profile posts, when the posts outnumber the canvas places."""

@@ -37,7 +37,16 @@ from vptt.agents.trace import CompositionTrace, RetrievalTrace
 from vptt.core.errors import ConfigError, ProviderError
 from vptt.core.llm_cache import ChatReply, ChatRequest
 from vptt.core.models import Persona
-from vptt.core.providers import RetryConfig, acall_with_retry, call_with_retry
+from vptt.core.providers import (
+    RetryConfig,
+    acall_with_retry,
+    call_with_retry,
+    chat_text,
+    client_secrets,
+    endpoint_label,
+    protect_secret,
+)
+from vptt.core.settings import default_request_timeout
 
 if TYPE_CHECKING:
     import httpx
@@ -107,7 +116,7 @@ class LLMComposerConfig(BaseModel):
     include_summary: bool = True
     max_elements: int | None = Field(default=None, ge=0)
     max_captions: int | None = Field(default=None, ge=0)
-    timeout_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default_factory=lambda: default_request_timeout(60.0), gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     concurrency: int = Field(default=16, ge=1)
     requests_per_min: float | None = Field(default=None, gt=0)
@@ -228,14 +237,19 @@ class LLMComposer:
 
     def __repr__(self) -> str:
         c = self.config
-        return f"LLMComposer(model={c.model!r}, base_url={c.base_url!r}, temperature={c.temperature})"
+        return f"LLMComposer(model={c.model!r}, base_url={endpoint_label(c.base_url)!r}, temperature={c.temperature})"
 
     @property
-    def _secrets(self) -> list[str | None]:
-        return [self.config.api_key.get_secret_value() if self.config.api_key else None]
+    def _secrets(self) -> list[str]:
+        return client_secrets(self._client, self.config.api_key) + client_secrets(self._aclient)
+
+    @property
+    def _what(self) -> str:
+        return f"chat model {self.config.model!r} at {endpoint_label(self.config.base_url)}"
 
     def _client_kwargs(self) -> dict[str, Any]:
         key = self.config.api_key.get_secret_value() if self.config.api_key else None
+        protect_secret(key)
         return {"api_key": key, "base_url": self.config.base_url, "timeout": self.config.timeout_s,
                 "max_retries": 0}
 
@@ -300,9 +314,8 @@ class LLMComposer:
         if request is None:
             return self.no_call(query, trace)
         resp = call_with_retry(lambda: self._sync_client().chat.completions.create(**request.body()),
-                               what=f"chat model {self.config.model!r}", retry=self.config.retry,
-                               secrets=self._secrets)
-        return self.finish(_reply_of(resp, request.model), request, trace)
+                               what=self._what, retry=self.config.retry, secrets=self._secrets)
+        return self.finish(_reply_of(resp, request.model, self._what, self._secrets), request, trace)
 
     async def acompose_detailed(self, query: str, trace: RetrievalTrace, persona: Persona, *,
                                 temperature: float | None = None, seed: int | None = -1) -> Composition:
@@ -311,9 +324,8 @@ class LLMComposer:
         if request is None:
             return self.no_call(query, trace)
         resp = await acall_with_retry(lambda: self._async_client().chat.completions.create(**request.body()),
-                                      what=f"chat model {self.config.model!r}", retry=self.config.retry,
-                                      secrets=self._secrets)
-        return self.finish(_reply_of(resp, request.model), request, trace)
+                                      what=self._what, retry=self.config.retry, secrets=self._secrets)
+        return self.finish(_reply_of(resp, request.model, self._what, self._secrets), request, trace)
 
     def no_call(self, query: str, trace: RetrievalTrace) -> Composition:
         """Baseline's composition: p' = p, no call, no tokens."""
@@ -338,7 +350,7 @@ class LLMComposer:
         prompt, truncated = clean_completion(reply.text, self.config.max_words)
         if not prompt:
             where = f" for {request.tag}" if request.tag else ""
-            raise ProviderError(f"chat model {self.config.model!r} returned an empty prompt{where} (finish_reason "
+            raise ProviderError(f"{self._what} returned an empty prompt{where} (finish_reason "
                                 f"{reply.finish_reason!r}); check the model name, or raise max_tokens")
         messages = [{"role": r, "content": c} for r, c in request.messages]
         need = estimate_tokens or reply.prompt_tokens is None
@@ -375,11 +387,12 @@ def llm_row_fields(comp: Composition) -> dict[str, Any]:
             "finish_reason": comp.finish_reason, "truncated": comp.truncated}
 
 
-def _reply_of(resp: Any, model: str) -> ChatReply:
-    """A :class:`ChatReply` from an ``openai`` response object."""
-    choices = getattr(resp, "choices", None) or []
+def _reply_of(resp: Any, model: str, what: str, secrets: list[str]) -> ChatReply:
+    """A :class:`ChatReply` from an ``openai`` response object (malformed answers: ProviderResponseError)."""
+    text = chat_text(resp, what, secrets)
+    choices = resp.choices
     usage = getattr(resp, "usage", None)
-    return ChatReply(text=(choices[0].message.content or "") if choices else "", model=model,
+    return ChatReply(text=text, model=model,
                      finish_reason=getattr(choices[0], "finish_reason", None) if choices else None,
                      prompt_tokens=getattr(usage, "prompt_tokens", None),
                      completion_tokens=getattr(usage, "completion_tokens", None))

@@ -193,10 +193,15 @@ METHODS: dict[str, MethodFn] = {
 
 
 def get_method(name: str) -> MethodFn:
-    """The method called ``name``; a typo gets the closest names suggested."""
+    """The method called ``name``; a typo (or a name in capitals) gets the closest names suggested."""
+    if not isinstance(name, str):
+        raise ConfigError(f"method must be a method name such as 'vprag', got {name!r} (choose from "
+                          f"{sorted(METHODS)})")
     try:
         return METHODS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, METHODS, n=2)
+        folded = name.strip().lower().replace("-", "_").replace(" ", "_")
+        close = [folded] if folded in METHODS else difflib.get_close_matches(folded, METHODS, n=2)
         hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-        raise ConfigError(f"unknown method {name!r} (choose from {sorted(METHODS)}){hint}") from None
+        case = " (method names are lower case)" if folded in METHODS and name != folded else ""
+        raise ConfigError(f"unknown method {name!r} (choose from {sorted(METHODS)}){hint}{case}") from None

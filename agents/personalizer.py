@@ -16,7 +16,8 @@ from vptt.agents.methods import CAPTION_METHODS, get_method
 from vptt.agents.results import IngestReport, PersonalizationResult
 from vptt.agents.trace import RetrievalTrace
 from vptt.agents.vprag import VPRAGConfig
-from vptt.core.errors import ConfigError, EmptyQueryError, NoPostsError
+from vptt.core.checks import check_persona_arg, check_query
+from vptt.core.errors import ConfigError, NoPostsError
 from vptt.core.models import Persona
 from vptt.core.personas import OnError, load_personas
 from vptt.core.settings import VPTTSettings
@@ -131,12 +132,14 @@ class Personalizer:
 
         Raises:
             EmptyQueryError: the query is empty.
+            InvalidQueryError: the query is not a string or holds invalid Unicode.
+            PersonaTypeError: ``persona`` is neither a Persona nor a string (e.g. a dict).
             PersonaNotFoundError: no stored persona has this id.
             ConfigError: unknown method.
         """
         t0 = time.perf_counter()
-        if not isinstance(query, str) or not query.strip():
-            raise EmptyQueryError("query must be a non-empty string, e.g. 'A preferred outdoor spot'")
+        check_query(query)
+        persona = check_persona_arg(persona)
         get_method(method)  # fail fast on a typo, before any embedding
         q_emb = self.embedder.embed_one(query)
         t1 = time.perf_counter()

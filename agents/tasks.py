@@ -14,8 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from vptt.core.checks import check_query, explain_validation
 from vptt.core.errors import ConfigError
 
 
@@ -28,6 +29,11 @@ class Task(BaseModel):
     query: str = Field(min_length=1)
     kind: Literal["generation", "editing"] = "generation"
     input_image: str | None = None
+
+    @field_validator("query")
+    @classmethod
+    def _valid_text(cls, v: str) -> str:
+        return check_query(v)
 
 
 PRESETS: dict[str, Task] = {t.name: t for t in [
@@ -45,6 +51,25 @@ PAPER_TABLE3 = ("social_post", "cultural_site", "garden", "living_room")
 """The four tasks of the paper's large-scale study (two generation, two editing; Tables 7-10)."""
 
 
+def _task(data: object, where: str) -> Task:
+    try:
+        return Task.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(explain_validation(exc, f"task {where!r}") + "; write tasks as 'name=query' or "
+                          "'name:editing=query' with a name of letters, digits and _.-") from None
+
+
+def _tasks_file(path: Path) -> list[Task]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not a JSON file of tasks ({type(exc).__name__}: {exc}); write a list of "
+                          '{"name": ..., "query": ..., "kind": "generation"|"editing"} objects') from None
+    if not isinstance(data, list):
+        raise ConfigError(f"{path}: must hold a JSON list of task objects, got {type(data).__name__}")
+    return [_task(t, f"{path}[{i}]") for i, t in enumerate(data)]
+
+
 def resolve_tasks(specs: Iterable[str | Task]) -> list[Task]:
     """Tasks from preset names, ``name=query`` / ``name:editing=query`` strings, a JSON file, or Tasks.
 
@@ -56,14 +81,17 @@ def resolve_tasks(specs: Iterable[str | Task]) -> list[Task]:
     for spec in specs:
         if isinstance(spec, Task):
             out.append(spec)
+        elif not isinstance(spec, str):
+            raise ConfigError(f"a task must be a preset name, 'name=query' or a Task; got {type(spec).__name__}")
         elif spec in PRESETS:
             out.append(PRESETS[spec])
         elif "=" in spec:
             head, query = spec.split("=", 1)
             name, _, kind = head.partition(":")
-            out.append(Task(name=name.strip(), query=query.strip(), kind=(kind or "generation")))  # type: ignore[arg-type]
+            out.append(_task({"name": name.strip(), "query": query.strip(), "kind": kind.strip() or "generation"},
+                             spec))
         elif spec.endswith(".json") and Path(spec).exists():
-            out.extend(Task.model_validate(t) for t in json.loads(Path(spec).read_text()))
+            out.extend(_tasks_file(Path(spec)))
         else:
             raise ConfigError(f"unknown task {spec!r}: use a preset ({', '.join(PRESETS)}), 'name=query', "
                               "'name:editing=query' or a JSON file of tasks")

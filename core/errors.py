@@ -32,8 +32,16 @@ class PersonaNotFoundError(VPTTError, KeyError):
         return str(self.args[0])
 
 
-class EmptyQueryError(VPTTError, ValueError):
+class InvalidQueryError(VPTTError, ValueError):
+    """The query is not usable text: not a string, or holding invalid Unicode (e.g. undecodable bytes)."""
+
+
+class EmptyQueryError(InvalidQueryError):
     """The query to personalize is empty or only whitespace."""
+
+
+class PersonaTypeError(VPTTError, TypeError):
+    """Something other than a :class:`~vptt.core.models.Persona` or a persona id was passed as the persona."""
 
 
 class NoPostsError(VPTTError, ValueError):
@@ -62,6 +70,10 @@ class PersonaValidationError(VPTTError, ValueError):
         super().__init__(f"invalid persona data ({len(self.problems)} problem(s)):\n  {lines}")
 
 
+class RunFileError(VPTTError, ValueError):
+    """A file of a run (``rows.jsonl``, ``manifest.json``) is damaged; the message names the file and line."""
+
+
 class StoreError(VPTTError, RuntimeError):
     """The persona store failed or holds inconsistent data."""
 
@@ -84,6 +96,11 @@ class RateLimitedError(ProviderError):
 
 class ProviderAuthError(ProviderError, PermissionError):
     """The provider refused the API key (HTTP 401/403)."""
+
+
+class ProviderResponseError(ProviderError, ValueError):
+    """The provider answered, but not with what an OpenAI-compatible API returns (malformed JSON, missing
+    fields, wrong shapes): usually ``base_url`` points at something else, or a proxy rewrote the answer."""
 
 
 class GenerationError(VPTTError, RuntimeError):

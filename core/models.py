@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 CANONICAL_CATEGORIES: tuple[str, ...] = (
     "foreground",
@@ -28,8 +37,41 @@ CANONICAL_CATEGORIES: tuple[str, ...] = (
 PostType = Literal["activity", "appreciation", "shared", "selfie"]
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_UNSAFE_ID_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+"""Characters an id may not hold: C0/C1 controls (``ESC`` colours a terminal), bidi overrides and isolates,
+zero-width marks, line/paragraph separators, BOM and lone surrogates."""
+
+
+def check_id(value: str, what: str = "id") -> str:
+    """``value`` if it is usable as an id: non-empty, no surrounding spaces, no control character.
+
+    Raises:
+        ValueError: naming the first bad character by its code point.
+    """
+    if not value.strip() or value != value.strip():
+        raise ValueError(f"{what} must be non-empty and have no leading/trailing spaces")
+    bad = _UNSAFE_ID_CHARS.search(value)
+    if bad:
+        raise ValueError(f"{what} holds the control character U+{ord(bad.group()):04X} at position {bad.start()}; "
+                         "ids must be printable text")
+    return value
+
+
+def category_key(name: str) -> str:
+    """The normalised category name: surrounding whitespace stripped, inner runs of whitespace one space.
+
+    ``"objects"``, ``" objects"`` and ``"objects\t"`` are one category (their elements are merged).
+    """
+    return " ".join(name.split())
+
+
 def _clean_elements(value: Any) -> dict[str, list[str]]:
-    """Validate ``{category: [str]}``: every value a list of non-empty strings (stripped)."""
+    """Validate ``{category: [str]}``: every value a list of strings (stripped, empty ones dropped).
+
+    Category names are normalised with :func:`category_key`; names that differ only by whitespace are merged
+    (their elements concatenated in input order), never silently overwritten.
+    """
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -46,8 +88,64 @@ def _clean_elements(value: Any) -> dict[str, list[str]]:
                 raise ValueError(f"category {cat!r} item {j}: must be a string, got {type(item).__name__}")
             if item.strip():
                 cleaned.append(item.strip())
-        out[cat.strip()] = cleaned
+        out.setdefault(category_key(cat), []).extend(cleaned)
     return out
+
+
+MAX_NESTING = 32
+"""Deepest nesting of lists/objects accepted in persona data (the format itself needs 4)."""
+
+
+def find_data_problem(obj: Any, max_depth: int = MAX_NESTING) -> tuple[str, str] | None:
+    """The first ``(field, message)`` that makes decoded JSON unusable, or None.
+
+    Finds nesting deeper than ``max_depth`` and strings (values or keys) holding a lone surrogate such as
+    ``"\\ud800"`` (valid JSON escape, but not text: it cannot be encoded, embedded or stored).
+    Iterative, so absurd nesting cannot exhaust the stack; the common case (nothing wrong) is one pass over
+    the containers and one C-level encode, and the path is only worked out when something is wrong.
+    """
+    if not isinstance(obj, (dict, list)):
+        obj = [obj]
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if any(isinstance(k, str) and not k.isascii() and _SURROGATE.search(k) for k in value):
+                return _locate_problem(obj, max_depth)
+            children = value.values()
+        else:
+            children = value
+        for child in children:
+            if isinstance(child, str):
+                if not child.isascii() and _SURROGATE.search(child):
+                    return _locate_problem(obj, max_depth)
+            elif isinstance(child, (dict, list)):
+                if depth + 1 >= max_depth:
+                    return _locate_problem(obj, max_depth)
+                stack.append((child, depth + 1))
+    return None
+
+
+def _locate_problem(obj: Any, max_depth: int) -> tuple[str, str] | None:
+    stack: list[tuple[Any, str, int]] = [(obj, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                return path or "<record>", "holds a lone surrogate (invalid Unicode text); fix the encoder that wrote it"
+            continue
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth >= max_depth:
+            where = path if len(path) <= 60 else path[:60] + "..."
+            return where or "<record>", f"nested deeper than {max_depth} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in reversed(list(items)):
+            if isinstance(k, str) and _SURROGATE.search(k):
+                return path or "<record>", f"key {k.encode('utf-8', 'backslashreplace').decode()!r} holds a lone surrogate"
+            sub = f"{path}[{k}]" if isinstance(k, int) else (f"{path}.{k}" if path else str(k))
+            stack.append((v, sub, depth + 1))
+    return None
 
 
 class Demographics(BaseModel):
@@ -84,6 +182,11 @@ class Post(BaseModel):
     elements: dict[str, list[str]] = Field(default_factory=dict)
     image: str | None = None
 
+    @field_validator("post_id")
+    @classmethod
+    def _post_id_clean(cls, v: str) -> str:
+        return check_id(v, "post_id")
+
     @field_validator("caption")
     @classmethod
     def _caption_not_empty(cls, v: str) -> str:
@@ -116,11 +219,17 @@ class Persona(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _collect_extra(cls, data: Any) -> Any:
+    def _collect_extra(cls, data: Any, info: ValidationInfo) -> Any:
         if not isinstance(data, dict):
             raise ValueError(f"a persona must be a JSON object, got {type(data).__name__}")
+        scanned = isinstance(info.context, dict) and info.context.get("scanned")  # parse_persona did it
+        problem = None if scanned else find_data_problem(data)
+        if problem is not None:
+            raise ValueError(f"{problem[0]}: {problem[1]}")
         known = set(cls.model_fields) - {"extra"}
-        extra = dict(data.get("extra") or {})
+        given = data.get("extra")
+        # an "extra" that is not an object is itself an unknown key: kept under its own name, never dropped
+        extra = dict(given) if isinstance(given, dict) else ({} if given is None else {"extra": given})
         out = {k: v for k, v in data.items() if k in known}
         extra.update({k: v for k, v in data.items() if k not in known and k != "extra"})
         out["extra"] = extra
@@ -129,9 +238,7 @@ class Persona(BaseModel):
     @field_validator("persona_id")
     @classmethod
     def _id_clean(cls, v: str) -> str:
-        if not v.strip() or v != v.strip():
-            raise ValueError("persona_id must be non-empty and have no leading/trailing spaces")
-        return v
+        return check_id(v, "persona_id")
 
     @field_validator("elements", mode="before")
     @classmethod

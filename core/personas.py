@@ -1,7 +1,9 @@
 """Read and write the persona JSONL interchange format (one persona per line).
 
-Bad lines raise :class:`~vptt.core.errors.PersonaValidationError` naming the file, line and field, or, with
-``on_error="skip"``, are left out and listed in :attr:`PersonaList.skipped`.
+Bad lines (invalid UTF-8, invalid JSON, lone surrogates, nesting deeper than
+:data:`~vptt.core.models.MAX_NESTING`, invalid fields) raise :class:`~vptt.core.errors.PersonaValidationError`
+naming the file, line and field, or, with ``on_error="skip"``, are left out and listed in
+:attr:`PersonaList.skipped`. A UTF-8 byte-order mark at the start of the file is accepted.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from vptt.core.errors import ConfigError, FieldProblem, PersonaValidationError
-from vptt.core.models import Persona, Post
+from vptt.core.models import MAX_NESTING, Persona, Post, find_data_problem
 
 OnError = Literal["raise", "skip"]
 
@@ -48,8 +50,11 @@ def _loc_to_field(loc: tuple[Any, ...]) -> str:
 
 def parse_persona(obj: Any, *, file: str = "<memory>", line: int = 0) -> Persona:
     """Validate one decoded JSON value as a persona, raising problems that name file, line and field."""
+    problem = find_data_problem(obj)
+    if problem is not None:
+        raise PersonaValidationError([FieldProblem(file, line, *problem)])
     try:
-        return Persona.model_validate(obj)
+        return Persona.model_validate(obj, context={"scanned": True})
     except ValidationError as exc:
         problems = [
             FieldProblem(file, line, _loc_to_field(tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
@@ -98,6 +103,15 @@ def parse_posts(text: str, *, file: str = "<memory>") -> list[Post]:
     return posts
 
 
+def _decode_line(raw: bytes, file: str, line: int) -> str:
+    try:
+        return raw.decode("utf-8-sig" if line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        raise PersonaValidationError([FieldProblem(
+            file, line, "<encoding>", f"invalid UTF-8 at byte {exc.start} of the line "
+            f"({raw[exc.start:exc.start + 4]!r}); save the file as UTF-8")]) from None
+
+
 def _parse_line(raw: str, file: str, line: int) -> Persona:
     try:
         obj = json.loads(raw)
@@ -105,6 +119,9 @@ def _parse_line(raw: str, file: str, line: int) -> Persona:
         raise PersonaValidationError(
             [FieldProblem(file, line, "<json>", f"invalid JSON at column {exc.colno}: {exc.msg}")]
         ) from None
+    except RecursionError:
+        raise PersonaValidationError(
+            [FieldProblem(file, line, "<json>", f"nested deeper than {MAX_NESTING} levels")]) from None
     return parse_persona(obj, file=file, line=line)
 
 
@@ -138,12 +155,12 @@ def load_personas(path: str | os.PathLike[str], *, on_error: OnError = "raise") 
     good: list[Persona] = []
     skipped: list[FieldProblem] = []
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
+    with open(path, "rb") as fh:
+        for lineno, raw_bytes in enumerate(fh, 1):
+            if not raw_bytes.strip():
                 continue
             try:
-                persona = _parse_line(raw, file, lineno)
+                persona = _parse_line(_decode_line(raw_bytes, file, lineno), file, lineno)
                 if persona.persona_id in first_line:
                     raise PersonaValidationError([FieldProblem(
                         file, lineno, "persona_id",

@@ -158,6 +158,47 @@ class VPTTSettings(BaseSettings):
         return out
 
 
+def default_request_timeout(fallback: float = 60.0) -> float:
+    """``VPTT_REQUEST_TIMEOUT_S`` when set (validated), else ``fallback``: the default ``timeout_s`` of every
+    provider client (chat, embeddings, images, judge, persona generation, feedback data)."""
+    raw = os.environ.get("VPTT_REQUEST_TIMEOUT_S")
+    if raw is None or not raw.strip():
+        return fallback
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"environment VPTT_REQUEST_TIMEOUT_S={raw!r}: must be a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"environment VPTT_REQUEST_TIMEOUT_S={raw!r}: must be a positive finite number of "
+                          "seconds")
+    return value
+
+
+def check_device(device: str) -> str:
+    """``device`` if this machine has it, else a :class:`ConfigError` that says what to use.
+
+    Imports torch (only call it where a local model is about to load). ``cpu`` is always available.
+    """
+    device = device.strip().lower()
+    if not _DEVICE.match(device):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps (VPTT_DEVICE)")
+    if device == "cpu":
+        return device
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} asked for, but CUDA is not available on this machine "
+                              "(or torch was built without it); use VPTT_DEVICE=cpu")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} "
+                              "CUDA device(s); use cuda:0 or cpu")
+    elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' asked for, but Apple MPS is not available here; use VPTT_DEVICE=cpu")
+    return device
+
+
 def _check_environment() -> None:
     """Renamed variables are an error (silently ignoring them would surprise); unknown ones a warning."""
     renamed = [f"{old} is now {new}" for old, new in _RENAMED.items() if old in os.environ]

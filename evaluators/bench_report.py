@@ -18,8 +18,8 @@ A run still being written can be reported: a torn last line is ignored, nothing 
 
 from __future__ import annotations
 
-import json
 import math
+import zipfile
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +28,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vptt.core.errors import ConfigError
+from vptt.core.errors import ConfigError, RunFileError
+from vptt.core.files import read_json_object
+from vptt.core.resultlog import read_rows
 from vptt.evaluators.report import (
     BOX_CAPTION,
     _label,
@@ -53,15 +55,12 @@ def load_rows(run_dir: str | Path) -> list[dict[str, Any]]:
     path = Path(run_dir) / "rows.jsonl"
     if not path.exists():
         raise ConfigError(f"{path} not found; point at the output directory of `vptt bench run`")
-    data = path.read_bytes()
     rows, seen = [], set()
-    for raw in data[: data.rfind(b"\n") + 1].splitlines():
-        if raw.strip():
-            row = json.loads(raw)
-            key = (row["persona_id"], row["task"], row["method"])
-            if key not in seen:
-                seen.add(key)
-                rows.append(row)
+    for row in read_rows(path, required=("persona_id", "task", "method", "score"), numeric=("score",)):
+        key = (row["persona_id"], row["task"], row["method"])
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
     return rows
 
 
@@ -83,15 +82,18 @@ def load_persona_table(run_dir: str | Path) -> PersonaTable | None:
     """The run's persona records from ``personas.npz``, else ``personas.jsonl``; None if neither exists."""
     run = Path(run_dir)
     if (run / "personas.npz").exists():
-        z = np.load(run / "personas.npz")
-        return PersonaTable(z["persona_id"].tolist(), z["age"], z["gender"].tolist(), z["country"].tolist(),
-                            z["caption_mean"])
+        try:
+            z = np.load(run / "personas.npz")
+            return PersonaTable(z["persona_id"].tolist(), z["age"], z["gender"].tolist(), z["country"].tolist(),
+                                z["caption_mean"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise RunFileError(f"{run / 'personas.npz'} is damaged ({type(exc).__name__}); delete it, the "
+                               "report rebuilds the persona map from personas.jsonl") from None
     if not (run / "personas.jsonl").exists():
         return None
     from vptt.core.vectors import decode_vector
 
-    text = (run / "personas.jsonl").read_bytes()
-    recs = [json.loads(x) for x in text[: text.rfind(b"\n") + 1].splitlines() if x.strip()]
+    recs = read_rows(run / "personas.jsonl", required=("persona_id",))
     vecs = [decode_vector(r["caption_mean"]) if r.get("caption_mean") else None for r in recs]
     dim = next((v.size for v in vecs if v is not None), 0)
     emb = np.stack([v if v is not None else np.full(dim, np.nan) for v in vecs]) if recs else np.zeros((0, 0))
@@ -406,7 +408,7 @@ def bench_report(run_dir: str | Path | Sequence[str | Path], out_dir: str | Path
     for d, rr in zip(dirs, all_rows):
         if not rr:
             raise ConfigError(f"{d / 'rows.jsonl'} has no rows to report")
-    manifests = [json.loads((d / "manifest.json").read_text()) if (d / "manifest.json").exists() else {}
+    manifests = [read_json_object(d / "manifest.json", what="manifest") if (d / "manifest.json").exists() else {}
                  for d in dirs]
     names = run_labels(dirs, manifests, all_rows, labels)
     runs = {name: [dict(r, _run=name) for r in rr] for name, rr in zip(names, all_rows)}

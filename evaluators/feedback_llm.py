@@ -28,7 +28,16 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from vptt.core.errors import ProviderError
 from vptt.core.models import Persona
-from vptt.core.providers import ProviderAuthError, RetryConfig, call_with_retry, openai_client
+from vptt.core.providers import (
+    ProviderAuthError,
+    RetryConfig,
+    call_with_retry,
+    chat_text,
+    client_secrets,
+    endpoint_label,
+    openai_client,
+)
+from vptt.core.settings import default_request_timeout
 from vptt.evaluators.feedback_data import FeedbackExample, label_example
 
 if TYPE_CHECKING:
@@ -66,7 +75,7 @@ class LLMDataConfig(BaseModel):
     n_neutral: int = Field(default=10, ge=0)
     max_captions: int = Field(default=10, ge=0)
     malformed_retries: int = Field(default=2, ge=0, le=5)
-    timeout_s: float = Field(default=120.0, gt=0)
+    timeout_s: float = Field(default_factory=lambda: default_request_timeout(120.0), gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
     @property
@@ -189,7 +198,7 @@ class LLMDataGenerator:
         self.requests = 0
 
     def __repr__(self) -> str:
-        return f"LLMDataGenerator(model={self.config.model!r}, base_url={self.config.base_url!r})"
+        return f"LLMDataGenerator(model={self.config.model!r}, base_url={endpoint_label(self.config.base_url)!r})"
 
     def _get_client(self) -> Any:
         if self._client is None:
@@ -204,12 +213,13 @@ class LLMDataGenerator:
                                   "max_tokens": c.max_tokens}
         if c.seed is not None:
             kwargs["seed"] = c.seed
-        secrets = [c.api_key.get_secret_value() if c.api_key else None]
+        client = self._get_client()
+        secrets = client_secrets(client, c.api_key)
+        what = f"chat model {c.model!r} at {endpoint_label(c.base_url)}"
         self.requests += 1
-        resp = call_with_retry(lambda: self._get_client().chat.completions.create(**kwargs),
-                               what=f"chat model {c.model!r}", retry=c.retry, secrets=secrets)
-        choices = getattr(resp, "choices", None) or []
-        return (choices[0].message.content or "") if choices else ""
+        resp = call_with_retry(lambda: client.chat.completions.create(**kwargs), what=what, retry=c.retry,
+                               secrets=secrets)
+        return chat_text(resp, what, secrets)
 
     def generate_one(self, persona: Persona) -> tuple[list[FeedbackExample], PersonaFailure | None]:
         """Examples for one persona, or a failure record after ``malformed_retries`` re-asks."""

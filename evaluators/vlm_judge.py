@@ -29,8 +29,16 @@ from typing import Any, Literal, Optional, TypeVar
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from vptt.core.errors import ConfigError, ProviderError
-from vptt.core.providers import openai_client
+from vptt.core.errors import ConfigError
+from vptt.core.providers import (
+    RetryConfig,
+    call_with_retry,
+    chat_text,
+    client_secrets,
+    endpoint_label,
+    openai_client,
+)
+from vptt.core.settings import default_request_timeout
 from vptt.evaluators._canvas import (
     ImageInput,
     PostSelection,
@@ -304,8 +312,8 @@ class JudgeConfig(BaseModel):
     max_tokens: int = Field(default=5000, ge=1)
     top_p: Optional[float] = Field(default=None, gt=0.0, le=1.0)
     malformed_retries: int = Field(default=1, ge=0, le=5)
-    timeout_s: float = Field(default=120.0, gt=0)
-    max_retries: int = Field(default=2, ge=0)
+    timeout_s: float = Field(default_factory=lambda: default_request_timeout(120.0), gt=0)
+    max_retries: int = Field(default=2, ge=0, le=19)
     image_format: Literal["png", "jpeg"] = "png"
     max_profile_images: int = Field(default=10, ge=1, le=10)
     profile_posts: PostSelection = "matched"
@@ -364,14 +372,21 @@ class VLMJudge:
         self._http_client = http_client
 
     def __repr__(self) -> str:
-        return f"VLMJudge(model={self.config.model!r}, base_url={self.config.base_url!r})"
+        return f"VLMJudge(model={self.config.model!r}, base_url={endpoint_label(self.config.base_url)!r})"
+
+    @property
+    def _what(self) -> str:
+        return f"judge model {self.config.model!r} at {endpoint_label(self.config.base_url)}"
+
+    @property
+    def _secrets(self) -> list[str]:
+        return client_secrets(self._client, self.config.api_key)
 
     def _get_client(self) -> Any:
         if self._client is None:
             cfg = self.config
             self._client = openai_client(api_key=cfg.api_key, base_url=cfg.base_url, timeout_s=cfg.timeout_s,
-                                         max_retries=cfg.max_retries, http_client=self._http_client,
-                                         purpose="the judge")
+                                         http_client=self._http_client, purpose="the judge")
         return self._client
 
     def prepare(self, *, persona_id: str, persona_images: Sequence[ImageInput],
@@ -439,8 +454,6 @@ class VLMJudge:
                            profile_posts=list(request.profile_posts))
 
     def _ask(self, messages: list[dict[str, Any]]) -> str:
-        import openai
-
         cfg = self.config
         kwargs: dict[str, Any] = {"model": cfg.model, "messages": messages, "temperature": cfg.temperature,
                                   "max_tokens": cfg.max_tokens}
@@ -448,18 +461,10 @@ class VLMJudge:
             kwargs["seed"] = cfg.seed
         if cfg.top_p is not None:
             kwargs["top_p"] = cfg.top_p
-        try:
-            response = self._get_client().chat.completions.create(**kwargs)
-        except openai.OpenAIError as exc:
-            raise ProviderError(self._redact(
-                f"judge request to model {cfg.model!r} at {cfg.base_url or 'the OpenAI API'} failed: {exc}; "
-                "check the model name, base_url and API key")) from exc
-        choices = getattr(response, "choices", None) or []
-        return (choices[0].message.content or "") if choices else ""
-
-    def _redact(self, text: str) -> str:
-        key = self.config.api_key.get_secret_value() if self.config.api_key is not None else ""
-        return text.replace(key, "***") if key else text
+        client = self._get_client()
+        response = call_with_retry(lambda: client.chat.completions.create(**kwargs), what=self._what,
+                                   retry=RetryConfig(max_attempts=cfg.max_retries + 1), secrets=self._secrets)
+        return chat_text(response, self._what, self._secrets)  # an echoed key never reaches a result
 
 
 def _check_inputs(persona_images: Sequence[ImageInput], prompt: str, task: str,

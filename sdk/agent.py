@@ -37,6 +37,7 @@ from vptt.agents.gates import (
     ImageRecord,
     TextGateConfig,
     TextScorer,
+    check_text_gate,
     default_text_scorer,
 )
 from vptt.agents.generators import ImageGenerator, build_generator, save_png
@@ -46,7 +47,8 @@ from vptt.agents.methods import get_method
 from vptt.agents.personalizer import Personalizer
 from vptt.agents.results import PersonalizationResult
 from vptt.agents.trace import RetrievalTrace
-from vptt.core.errors import ConfigError, EmptyQueryError
+from vptt.core.checks import check_persona_arg, check_query
+from vptt.core.errors import ConfigError
 from vptt.core.models import Persona
 from vptt.core.providers import RunTimeoutError
 
@@ -119,6 +121,8 @@ class PersonalizationAgent:
         if isinstance(composer, LLMComposerConfig):
             composer = LLMComposer(composer)
         scorer = default_text_scorer(self.personalizer.embedder) if text_scorer == "vptt" else text_scorer
+        if scorer is not None:
+            check_text_gate(self.config.text_gate, scorer)
         self.components = AgentComponents(
             personalizer=self.personalizer, composer=composer or self.personalizer.composer,
             text_scorer=scorer, text_gate=self.config.text_gate,  # type: ignore[arg-type]
@@ -191,15 +195,12 @@ class PersonalizationAgent:
     def _prepare(self, persona: Persona | str, query: str, method: str, thread_id: str | None,
                  init_image: InputImage, seed: int | None
                  ) -> tuple[dict[str, Any], dict[str, Any], RunContext]:
-        if not isinstance(query, str) or not query.strip():
-            raise EmptyQueryError("query must be a non-empty string, e.g. 'A preferred outdoor spot'")
+        check_query(query)
+        persona = check_persona_arg(persona)
         get_method(method)
         gen = self.components.generator
         if init_image is not None and gen is not None and not gen.supports_edit:
             raise ConfigError(f"{gen.name} cannot edit images; drop init_image or use a generator that edits")
-        if not isinstance(persona, (Persona, str)):
-            raise ConfigError("persona must be a Persona or a stored persona id, got "
-                              f"{type(persona).__name__}")
         if thread_id is None and self.config.checkpoint is not None:
             thread_id = uuid.uuid4().hex
         elif thread_id is not None and self._checkpointed().get_state(self._config(thread_id)).values:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import io
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -23,6 +22,7 @@ from vptt.agents.personalizer import Personalizer
 from vptt.agents.tasks import Task
 from vptt.agents.vprag import VPRAGConfig
 from vptt.core.errors import ConfigError
+from vptt.core.paths import id_to_filename
 from vptt.core.settings import VPTTSettings
 from vptt.core.vectors import encode_vector
 from vptt.evaluators.vlm_judge import PostSelection, select_profile_posts
@@ -246,15 +246,12 @@ class PersonaResult:
 
 
 def safe_name(text: str) -> str:
-    """A path component for ``text``: itself when safe, else a cleaned stem plus 8 hex of its sha256."""
-    if re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", text):
-        return text
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:60] or "x"
-    return f"{stem}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    """A path component for ``text`` (:func:`vptt.core.paths.id_to_filename`: collision- and traversal-free)."""
+    return id_to_filename(text)
 
 
 def image_relpath(persona_id: str, task: str, method: str) -> str:
-    """``images/<persona>/<task>/<method>.png`` (components made path-safe)."""
+    """``images/<persona>/<task>/<method>.png`` (each component encoded by :func:`safe_name`)."""
     return "/".join(["images", safe_name(persona_id), safe_name(task), safe_name(method) + ".png"])
 
 

@@ -7,8 +7,6 @@ versions, sessions and LLM token totals), ``report.md`` (Table 3 and Tables 7-10
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -23,6 +21,7 @@ from vptt.agents.personalizer import Personalizer
 from vptt.agents.tasks import PAPER_TABLE3, Task, resolve_tasks
 from vptt.agents.vprag import VPRAGConfig
 from vptt.core.errors import ConfigError
+from vptt.core.files import atomic_write_json, read_json_object
 from vptt.core.resultlog import ResultLog
 from vptt.sdk.pipeline import RowPipeline, RunMeter, is_llm_composer, llm_totals
 from vptt.stores.records import EmbeddedPersona
@@ -88,14 +87,18 @@ def _manifest(pz: Personalizer, tasks: Sequence[Task], methods: Sequence[str], c
             "seed": 0}
 
 
+MANIFEST_FIX = ("delete it to continue this run under the current configuration, or choose another output "
+                "directory")
+
+
 def _check_manifest(path: Path, manifest: dict) -> None:
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_json_object(path, what="manifest", fix=MANIFEST_FIX)
         if old.get("config") != manifest["config"]:
             raise ConfigError(f"{path.parent} holds a run with a different configuration; choose another output "
                               "directory, or delete it to start over")
     else:
-        path.write_text(json.dumps({**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, indent=2))
+        atomic_write_json(path, {**manifest, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def evaluate(pz: Personalizer, out_dir: str | Path, *, personas: Iterable[str] | None = None,
@@ -187,14 +190,12 @@ def evaluate(pz: Personalizer, out_dir: str | Path, *, personas: Iterable[str] |
 def record_session(path: Path, session: dict[str, Any], rows: Iterable[dict[str, Any]]) -> None:
     """Append ``session`` (stamped) to the manifest's ``sessions`` and refresh ``llm_totals`` over ``rows``
     (atomically: a temporary file, then a rename)."""
-    data = json.loads(path.read_text())
+    data = read_json_object(path, what="manifest", fix=MANIFEST_FIX)
     data.setdefault("sessions", []).append({**session, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     totals = llm_totals(rows)
     if totals["rows_with_llm"]:
         data["llm_totals"] = totals
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def write_report(out_dir: str | Path, title: str = "VPTT evaluation") -> Path:

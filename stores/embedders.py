@@ -9,6 +9,7 @@ Every embedder returns float32 rows, L2-normalised, shape ``(len(texts), dim)``.
 
 from __future__ import annotations
 
+import os
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -16,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vptt.core.errors import ConfigError, EmbedderError, ModelLoadError, ProviderError
+from vptt.core.errors import ConfigError, EmbedderError, ModelLoadError, ProviderResponseError
+from vptt.core.providers import RetryConfig, call_with_retry, endpoint_label, openai_client, strip_credentials
+from vptt.core.settings import default_request_timeout
 
 if TYPE_CHECKING:
     import httpx
@@ -137,58 +140,77 @@ class MiniLMEmbedder(Embedder):
 class OpenAIEmbedder(Embedder):
     """Embeddings from any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, ...) through the ``openai`` SDK.
 
+    Failures become typed errors that name the endpoint (never the key): :class:`ProviderAuthError`,
+    :class:`RateLimitedError`, :class:`ProviderTimeoutError`, :class:`ProviderResponseError` (malformed
+    answer) or :class:`ProviderError`; the provider's exception is never chained, so no traceback or log line
+    carries the request's ``Authorization`` header.
+
     Args:
         model: embedding model name, e.g. ``"text-embedding-3-small"`` (the paper's post embedder).
         dim: the vector size the endpoint returns (``dimensions`` is sent when ``send_dimensions``).
         base_url: endpoint root, e.g. ``"http://localhost:8000/v1"``; ``None`` is OpenAI's.
-        api_key: key for the endpoint; never logged or shown in ``repr``.
+        api_key: key for the endpoint (default ``OPENAI_API_KEY``); never logged or shown in ``repr``.
         http_client: an ``httpx.Client`` to send through (tests pass one that respx intercepts).
         batch_size: inputs per request.
+        max_retries: retries after the first attempt (transient errors only; ``Retry-After`` honoured).
+        timeout: seconds per request (default ``VPTT_REQUEST_TIMEOUT_S``, else 60).
+        retry: full retry settings (overrides ``max_retries``).
     """
 
     def __init__(self, model: str = "text-embedding-3-small", *, dim: int = 1536, base_url: str | None = None,
                  api_key: str | None = None, send_dimensions: bool = False,
                  http_client: httpx.Client | None = None, batch_size: int = 512, max_retries: int = 3,
-                 timeout: float = 60.0) -> None:
+                 timeout: float | None = None, retry: RetryConfig | None = None) -> None:
         if dim <= 0:
             raise ConfigError(f"dim must be positive, got {dim}")
-        import openai
-
         self.model = model
         self.dim = dim
         self.base_url = base_url
         self.send_dimensions = send_dimensions
         self.batch_size = batch_size
-        self.name = f"openai:{base_url or 'api.openai.com'}:{model}:{dim}"
-        kwargs: dict[str, Any] = {"api_key": api_key or "sk-no-key", "base_url": base_url,
-                                  "max_retries": max_retries, "timeout": timeout}
-        if http_client is not None:
-            kwargs["http_client"] = http_client
-        self._client = openai.OpenAI(**kwargs)
+        self.timeout = default_request_timeout(60.0) if timeout is None else float(timeout)
+        self.retry = retry or RetryConfig(max_attempts=max_retries + 1)
+        self.name = f"openai:{strip_credentials(base_url) or 'api.openai.com'}:{model}:{dim}"
+        self._what = f"embeddings model {model!r} at {endpoint_label(base_url)}"
+        key = api_key or os.environ.get("OPENAI_API_KEY") or "sk-no-key"
+        self._secrets = [key]
+        self._client = openai_client(api_key=key, base_url=base_url, timeout_s=self.timeout,
+                                     http_client=http_client, purpose=self._what)
+
+    def __repr__(self) -> str:
+        return f"OpenAIEmbedder(model={self.model!r}, dim={self.dim}, base_url={endpoint_label(self.base_url)!r})"
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        import openai
-
         rows: list[list[float]] = []
         for start in range(0, len(texts), self.batch_size):
             batch = texts[start:start + self.batch_size]
             extra = {"dimensions": self.dim} if self.send_dimensions else {}
-            try:
-                resp = self._client.embeddings.create(model=self.model, input=batch, **extra)
-            except openai.AuthenticationError as exc:
-                raise ProviderError(f"{self.name}: authentication failed; set a valid API key") from exc
-            except openai.APIStatusError as exc:
-                raise ProviderError(f"{self.name}: endpoint answered HTTP {exc.status_code}; check the model "
-                                    "name and base_url, or retry later") from exc
-            except openai.APIConnectionError as exc:
-                raise ProviderError(f"{self.name}: cannot reach {self.base_url or 'OpenAI'}; "
-                                    "check base_url and the network") from exc
-            data = sorted(resp.data, key=lambda d: d.index)
-            if len(data) != len(batch):
-                raise EmbedderError(f"{self.name}: sent {len(batch)} texts, got {len(data)} embeddings")
-            rows.extend(d.embedding for d in data)
+            resp = call_with_retry(lambda: self._client.embeddings.create(model=self.model, input=batch, **extra),
+                                   what=self._what, retry=self.retry, secrets=self._secrets)
+            rows.extend(self._vectors(resp, len(batch)))
         arr = np.asarray(rows, dtype=np.float32)
         if arr.shape[1] != self.dim:
             raise EmbedderError(f"{self.name}: endpoint returned {arr.shape[1]}-d vectors, configured "
                                 f"dim={self.dim}; set dim to match the model")
         return arr
+
+    def _vectors(self, resp: Any, n: int) -> list[list[float]]:
+        """The response's vectors in input order, or a :class:`ProviderResponseError` saying what is wrong."""
+        data = getattr(resp, "data", None)
+        if not isinstance(data, list) or len(data) != n:
+            got = len(data) if isinstance(data, list) else type(data).__name__
+            raise ProviderResponseError(f"{self._what}: malformed response: sent {n} texts, got {got} embeddings; "
+                                        "check that base_url points at an OpenAI-compatible /embeddings API")
+        problem = ""
+        try:
+            ordered = sorted(data, key=lambda d: int(d.index))
+            vecs = [[float(x) for x in d.embedding] for d in ordered]
+        except (AttributeError, TypeError, ValueError) as exc:
+            problem = type(exc).__name__
+        if problem:  # raised outside the except block: nothing of the answer is chained
+            raise ProviderResponseError(f"{self._what}: malformed response ({problem}: embeddings must be lists "
+                                        "of numbers); check base_url")
+        if len({len(v) for v in vecs}) != 1 or not all(np.isfinite(v).all() for v in vecs):
+            raise ProviderResponseError(f"{self._what}: malformed response (ragged or non-finite vectors); "
+                                        "check base_url")
+        return vecs

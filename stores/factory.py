@@ -15,11 +15,13 @@ def build_embedder(settings: VPTTSettings) -> Embedder:
         key = settings.api_key("embedder")
         inner: Embedder = OpenAIEmbedder(settings.embedder_model or "text-embedding-3-small",
                                          dim=settings.embedding_dim or 1536, base_url=settings.base_url("embedder"),
-                                         api_key=key, send_dimensions=settings.embedding_dim is not None)
+                                         api_key=key, send_dimensions=settings.embedding_dim is not None,
+                                         timeout=settings.request_timeout_s)
     else:
+        from vptt.core.settings import check_device
         from vptt.stores.embedders import MiniLMEmbedder
 
-        inner = MiniLMEmbedder(settings.embedder_model, device=settings.device)
+        inner = MiniLMEmbedder(settings.embedder_model, device=check_device(settings.device))
     if not settings.embedding_cache:
         return inner
     from vptt.stores.embedding_cache import CachedEmbedder

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any, Literal
 from PIL import Image
 
 from vptt.core.errors import ConfigError
+from vptt.core.paths import id_to_filename
 
 Task = Literal["generate", "edit"]
 
@@ -70,8 +70,8 @@ class GeneratedImage:
 
 
 def safe_stem(text: str) -> str:
-    """A file-name-safe stem (letters, digits, ``-_.``), at most 80 characters."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._")[:80] or "image"
+    """A file-name stem for ``text`` (:func:`vptt.core.paths.id_to_filename`: collision- and traversal-free)."""
+    return id_to_filename(text) if text else "image"
 
 
 def save_png(image: Image.Image, directory: str | os.PathLike[str], stem: str) -> Path:

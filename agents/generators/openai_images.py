@@ -20,8 +20,9 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from vptt.agents.generators.base import GenerationRequest, ImageGenerator
-from vptt.core.errors import ProviderError
-from vptt.core.providers import RetryConfig, call_with_retry, openai_client
+from vptt.core.errors import ProviderError, ProviderResponseError
+from vptt.core.providers import RetryConfig, call_with_retry, client_secrets, endpoint_label, openai_client
+from vptt.core.settings import default_request_timeout
 
 if TYPE_CHECKING:
     import httpx
@@ -37,7 +38,7 @@ class OpenAIImagesConfig(BaseModel):
     api_key: SecretStr | None = Field(default=None, repr=False)
     size: str | None = "1024x1024"
     quality: str | None = None
-    timeout_s: float = Field(default=180.0, gt=0)
+    timeout_s: float = Field(default_factory=lambda: default_request_timeout(180.0), gt=0)
     retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
@@ -52,8 +53,8 @@ def _decode(data: bytes, what: str) -> Image.Image:
         image = Image.open(io.BytesIO(data))
         image.load()
     except (OSError, ValueError) as exc:
-        raise ProviderError(f"{what}: the endpoint returned data that is not an image ({exc}); check the "
-                            "model name and base_url") from exc
+        raise ProviderResponseError(f"{what}: the endpoint returned data that is not an image ({exc}); check "
+                                    "the model name and base_url") from None
     return image
 
 
@@ -77,11 +78,11 @@ class OpenAIImageGenerator(ImageGenerator):
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"OpenAIImageGenerator(model={self.config.model!r}, base_url={self.config.base_url!r})"
+        return f"OpenAIImageGenerator(model={self.config.model!r}, base_url={endpoint_label(self.config.base_url)!r})"
 
     @property
-    def _secrets(self) -> list[str | None]:
-        return [self.config.api_key.get_secret_value() if self.config.api_key else None]
+    def _secrets(self) -> list[str]:
+        return client_secrets(self._client, self.config.api_key)
 
     def _get_client(self) -> Any:
         with self._lock:
@@ -124,7 +125,7 @@ class OpenAIImageGenerator(ImageGenerator):
         return call_with_retry(get, what=f"{what} (download)", retry=self.config.retry, secrets=self._secrets)
 
     def _generate(self, request: GenerationRequest) -> tuple[Image.Image, int | None, dict[str, Any]]:
-        what = f"OpenAI images {self.config.model!r} ({request.task})"
+        what = f"images model {self.config.model!r} ({request.task}) at {endpoint_label(self.config.base_url)}"
         resp = call_with_retry(lambda: self._call(request), what=what, retry=self.config.retry,
                                secrets=self._secrets)
         data = (getattr(resp, "data", None) or [None])[0]
@@ -132,7 +133,10 @@ class OpenAIImageGenerator(ImageGenerator):
             raise ProviderError(f"{what}: the answer holds no image; check the model name and the prompt "
                                 "(it may have been refused by moderation)")
         if getattr(data, "b64_json", None):
-            raw = base64.b64decode(data.b64_json)
+            try:
+                raw = base64.b64decode(data.b64_json, validate=True)
+            except (ValueError, TypeError):
+                raise ProviderResponseError(f"{what}: malformed response (b64_json is not base64)") from None
         elif getattr(data, "url", None):
             raw = self._download(data.url, what)
         else:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vptt.core.models import Persona, Post
+from vptt.core.paths import path_for_id
 
 FACE_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "face_shape": ("oval", "round", "square", "heart-shaped", "diamond", "oblong"),
@@ -209,7 +210,10 @@ def _generate(generator: Any, rp: RenderPrompt, init_image: Any) -> Any:
 
 def render_persona(persona: Persona, generator: Any, out_dir: str | os.PathLike[str], *,
                    mode: str = "standard", max_posts: int | None = None, edit: bool = True) -> RenderResult:
-    """Render the portrait, then each post edited from it (10.2); images go to ``out_dir/<persona_id>/``.
+    """Render the portrait, then each post edited from it (10.2).
+
+    Images go to ``out_dir/<persona>/portrait.png`` and ``out_dir/<persona>/posts/<post>.png``, the names
+    encoded by :func:`vptt.core.paths.id_to_filename` (no id can write outside ``out_dir`` or share a file).
 
     Args:
         persona: the persona to render.
@@ -224,7 +228,7 @@ def render_persona(persona: Persona, generator: Any, out_dir: str | os.PathLike[
     """
     if mode not in RENDER_MODES:
         raise ValueError(f"mode must be one of {list(RENDER_MODES)}, got {mode!r}")
-    folder = Path(out_dir) / persona.persona_id
+    folder = path_for_id(out_dir, persona.persona_id)  # ids never escape out_dir nor collide
     folder.mkdir(parents=True, exist_ok=True)
     face = face_attributes(persona.persona_id, persona.demographics.age)
     result = RenderResult(persona, None)
@@ -244,7 +248,8 @@ def render_persona(persona: Persona, generator: Any, out_dir: str | os.PathLike[
         rp = post_prompt(persona, post, face, mode)
         try:
             img = _generate(generator, rp, portrait_img if can_edit else None).image
-            path = str(folder / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', post.post_id)}.png")
+            path = str(path_for_id(folder / "posts", post.post_id, suffix=".png"))
+            Path(path).parent.mkdir(exist_ok=True)
             img.save(path)
             result.images[post.post_id] = path
             post = post.model_copy(update={"image": path})

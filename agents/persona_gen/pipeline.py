@@ -35,7 +35,16 @@ from vptt.agents.persona_gen.procedural import REGIONS
 from vptt.core.errors import PersonaValidationError, ProviderError, VPTTError
 from vptt.core.models import Persona
 from vptt.core.personas import parse_persona
-from vptt.core.providers import ProviderAuthError, RetryConfig, call_with_retry, openai_client
+from vptt.core.providers import (
+    ProviderAuthError,
+    RetryConfig,
+    call_with_retry,
+    chat_text,
+    client_secrets,
+    endpoint_label,
+    openai_client,
+)
+from vptt.core.settings import default_request_timeout
 
 T = TypeVar("T")
 
@@ -69,7 +78,7 @@ class LLMConfig(BaseModel):
     model: str = "Qwen/Qwen2.5-72B-Instruct"
     base_url: str | None = None
     api_key: SecretStr | None = Field(default=None, repr=False)
-    timeout_s: float = Field(default=180.0, gt=0)
+    timeout_s: float = Field(default_factory=lambda: default_request_timeout(180.0), gt=0)
     max_tokens: int = Field(default=3000, ge=64)
     json_mode: bool = Field(default=True, description="send response_format=json_object (vLLM, OpenAI)")
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -163,11 +172,11 @@ class JSONChat:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"JSONChat(model={self.config.model!r}, base_url={self.config.base_url!r})"
+        return f"JSONChat(model={self.config.model!r}, base_url={endpoint_label(self.config.base_url)!r})"
 
     @property
-    def _secrets(self) -> list[str | None]:
-        return [self.config.api_key.get_secret_value() if self.config.api_key else None]
+    def _secrets(self) -> list[str]:
+        return client_secrets(self._client, self.config.api_key)
 
     def _get_client(self) -> Any:
         with self._lock:
@@ -186,10 +195,11 @@ class JSONChat:
             kwargs["response_format"] = {"type": "json_object"}
         if seed is not None:
             kwargs["seed"] = seed
-        resp = call_with_retry(lambda: self._get_client().chat.completions.create(**kwargs),
-                               what=f"chat model {c.model!r}", retry=c.retry, secrets=self._secrets)
-        choices = getattr(resp, "choices", None) or []
-        return (choices[0].message.content or "") if choices else ""
+        what = f"chat model {c.model!r} at {endpoint_label(c.base_url)}"
+        client = self._get_client()
+        resp = call_with_retry(lambda: client.chat.completions.create(**kwargs), what=what, retry=c.retry,
+                               secrets=self._secrets)
+        return chat_text(resp, what, self._secrets)
 
     def ask(self, messages: list[dict[str, Any]], validate: Callable[[dict[str, Any]], T], *, stage: str,
             persona_id: str, sink: list[MalformedReply], attempts: int, temperature: float,

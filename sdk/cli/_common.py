@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn, TypeVar
 
+from pydantic import ValidationError
+
+from vptt.core.checks import explain_validation
 from vptt.core.errors import ConfigError, PersonaValidationError, VPTTError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -43,15 +47,38 @@ def personalizer() -> Any:
     return _state["personalizer"]
 
 
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u200e\u200f\u2028-\u202e\u2066-\u2069\ufeff\ud800-\udfff]")
+
+
+def printable(text: object) -> str:
+    """``str(text)`` with control characters shown as escapes (``ESC`` as ``\\x1b``), so data printed to a
+    terminal can neither colour it, move its cursor nor reorder it (bidi overrides)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), str(text))
+
+
+def plain(text: object) -> str:
+    """:func:`printable` and with rich markup escaped: safe to put in ``console.print`` strings and table cells."""
+    from rich.markup import escape
+
+    return escape(printable(text))
+
+
+def error_line(exc: BaseException) -> str:
+    """The message of ``exc`` for ``error: ...`` on stderr (a KeyError's message is not quoted)."""
+    if isinstance(exc, ValidationError):  # a config object built from options (JudgeConfig, ...)
+        return plain(explain_validation(exc, exc.title))
+    msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    return plain(msg or type(exc).__name__)
+
+
 def fail(exc: BaseException) -> NoReturn:
     """Print one readable error line (no traceback) and exit: 2 for invalid input, 1 otherwise."""
     import typer
     from rich.console import Console
-    from rich.markup import escape
 
-    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
-    code = EXIT_INVALID if isinstance(exc, (PersonaValidationError, ConfigError)) else EXIT_ERROR
-    raise typer.Exit(code) from None
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {error_line(exc)}", highlight=False)
+    invalid = (PersonaValidationError, ConfigError, ValidationError)
+    raise typer.Exit(EXIT_INVALID if isinstance(exc, invalid) else EXIT_ERROR) from None
 
 
 def cli_errors(fn: F) -> F:
@@ -61,7 +88,7 @@ def cli_errors(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (VPTTError, FileNotFoundError) as exc:
+        except (VPTTError, FileNotFoundError, NotADirectoryError, IsADirectoryError, ValidationError) as exc:
             fail(exc)
     return wrapper  # type: ignore[return-value]
 

@@ -8,6 +8,7 @@ from rich.table import Table
 from rich.text import Text
 
 from vptt.agents.results import PersonalizationResult
+from vptt.sdk.cli._common import plain, printable
 
 
 def _posts_table(result: PersonalizationResult, max_rows: int) -> Table:
@@ -19,7 +20,7 @@ def _posts_table(result: PersonalizationResult, max_rows: int) -> Table:
     table.add_column("cos", justify="right")
     table.add_column("w", justify="right")
     for rank, cp in enumerate(t.chosen_posts[:max_rows], 1):
-        table.add_row(str(rank), cp.post_id, f"{cp.similarity:.3f}", f"{cp.weight:.4f}")
+        table.add_row(str(rank), plain(cp.post_id), f"{cp.similarity:.3f}", f"{cp.weight:.4f}")
     if len(t.chosen_posts) > max_rows:
         table.add_row("…", f"{len(t.chosen_posts) - max_rows} more chosen posts", "", "")
     return table
@@ -30,8 +31,8 @@ def _categories_table(result: PersonalizationResult) -> Table:
     for col in ("category", "priority", "Q^(k)", "supply", "quotas (post: q)"):
         table.add_column(col, justify="right" if col in ("priority", "Q^(k)", "supply") else "left")
     for c in result.trace.categories:
-        quotas = ", ".join(f"{pid}: {q}" for pid, q in c.quotas.items()) or "-"
-        table.add_row(c.category, f"{c.priority:.3f}", str(c.budget), str(c.supply), quotas)
+        quotas = ", ".join(f"{plain(pid)}: {q}" for pid, q in c.quotas.items()) or "-"
+        table.add_row(plain(c.category), f"{c.priority:.3f}", str(c.budget), str(c.supply), quotas)
     return table
 
 
@@ -41,18 +42,18 @@ def _elements_table(result: PersonalizationResult) -> Table:
         table.add_column(col, justify="right" if col == "cos" else "left")
     for e in result.trace.elements:
         style = "" if e.status == "kept" else "dim"
-        table.add_row(e.text, e.category, e.post_id or "-", f"{e.score:.3f}", e.status, style=style)
+        table.add_row(plain(e.text), plain(e.category), plain(e.post_id or "-"), f"{e.score:.3f}", e.status, style=style)
     return table
 
 
 def render_result(result: PersonalizationResult, console: Console, *, trace: bool = True,
                   max_posts: int = 8) -> None:
     """Print the prompt and (optionally) a readable retrieval trace."""
-    head = Text.assemble(("persona ", "bold"), result.persona_id, ("   method ", "bold"), result.method,
-                         ("   query ", "bold"), repr(result.query))
-    parts: list[object] = [head, Text(""), Text(result.prompt, style="green")]
+    head = Text.assemble(("persona ", "bold"), printable(result.persona_id), ("   method ", "bold"),
+                         printable(result.method), ("   query ", "bold"), printable(repr(result.query)))
+    parts: list[object] = [head, Text(""), Text(printable(result.prompt), style="green")]
     if result.fallback:
-        parts.append(Text(f"fallback: {result.fallback}", style="yellow"))
+        parts.append(Text(printable(f"fallback: {result.fallback}"), style="yellow"))
     comp = result.trace.composition
     if comp is not None:
         budget = f" / budget {comp.token_budget}" if comp.token_budget else ""
@@ -69,5 +70,5 @@ def render_result(result: PersonalizationResult, console: Console, *, trace: boo
     if t.elements:
         console.print(_elements_table(result))
     if t.captions_used:
-        console.print(Text(f"best of {len(t.captions_used)} ranked captions: " + t.captions_used[0][:160] + "…",
-                           style="dim"))
+        console.print(Text(f"best of {len(t.captions_used)} ranked captions: " +
+                           printable(t.captions_used[0][:160]) + "…", style="dim"))

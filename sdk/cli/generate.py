@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from vptt.core.errors import ConfigError
-from vptt.sdk.cli._common import cli_errors, parse_pairs, personalizer, quiet
+from vptt.sdk.cli._common import cli_errors, parse_pairs, personalizer, plain, quiet
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console()
@@ -88,7 +88,7 @@ def generate(
                             render_mode=render_mode, render_max_posts=render_posts)
     console.print(rep.summary())
     for ex in rep.excluded:
-        err.print(f"[yellow]excluded[/yellow] {ex.persona_id}: {ex.reason}")
+        err.print(f"[yellow]excluded[/yellow] {plain(ex.persona_id)}: {plain(ex.reason)}")
     if rep.requested and not rep.generated and not rep.skipped_existing:
         raise typer.Exit(1)
 

@@ -18,6 +18,7 @@ from vptt.sdk.cli._common import (
     configure_output,
     fail,
     personalizer,
+    plain,
     quiet,
     set_settings,
 )
@@ -73,7 +74,7 @@ def ingest(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="P
     console.print(f"created {len(report.created)}, updated {len(report.updated)}, "
                   f"unchanged {len(report.unchanged)}; embedded {report.texts_embedded} texts")
     for line in report.skipped:
-        err.print(f"[yellow]skipped[/yellow] {line}")
+        err.print(f"[yellow]skipped[/yellow] {plain(line)}", soft_wrap=True)
 
 
 DEMO_QUERIES = [

@@ -34,7 +34,7 @@ def _agent(*, token_budget: Optional[int] = None, three_phrase: bool = False, co
         comp: Any = LLMComposerConfig(model=llm_model, base_url=llm_base_url or pz.settings.base_url("llm"),
                                       api_key=api_key or pz.settings.api_key("llm"))
     elif composer == "template":
-        comp = TemplateComposer(token_budget, pz.settings.include_summary) if token_budget else None
+        comp = TemplateComposer(token_budget, pz.settings.include_summary) if token_budget is not None else None
     else:
         raise typer.BadParameter(f"--composer must be template or llm, got {composer!r}")
     gen_opts: dict[str, Any] = {}

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from vptt.core.errors import ConfigError, VPTTError
-from vptt.sdk.cli._common import cli_errors, personalizer, quiet
+from vptt.sdk.cli._common import cli_errors, personalizer, plain, quiet
 
 console = Console()
 err = Console(stderr=True)
@@ -34,8 +34,8 @@ def personas_list(as_json: bool = typer.Option(False, "--json", help="Print JSON
     for pid in ids:
         p = store.get(pid)
         d = p.demographics
-        table.add_row(pid, "" if d.age is None else str(d.age), d.occupation, f"{d.city}, {d.country}".strip(", "),
-                      str(len(p.posts)))
+        table.add_row(plain(pid), "" if d.age is None else str(d.age), plain(d.occupation),
+                      plain(f"{d.city}, {d.country}".strip(", ")), str(len(p.posts)))
     console.print(table)
     console.print(f"{len(ids)} persona(s)")
 
@@ -48,9 +48,9 @@ def personas_show(persona_id: str, as_json: bool = typer.Option(False, "--json",
     if as_json:
         console.print_json(p.model_dump_json())
         return
-    console.print(f"[bold]{p.persona_id}[/bold]  {p.card_text()}")
+    console.print(f"[bold]{plain(p.persona_id)}[/bold]  {plain(p.card_text())}")
     for post in p.posts:
-        console.print(f"  [cyan]{post.post_id}[/cyan] ({post.type}) {post.caption[:100]}…")
+        console.print(f"  [cyan]{plain(post.post_id)}[/cyan] ({post.type}) {plain(post.caption[:100])}…")
 
 
 @personas_app.command("delete")
@@ -58,9 +58,9 @@ def personas_show(persona_id: str, as_json: bool = typer.Option(False, "--json",
 def personas_delete(persona_id: str) -> None:
     """Delete one persona and everything stored for it."""
     if not personalizer().store.delete(persona_id):
-        err.print(f"[red]error:[/red] persona {persona_id!r} not found")
+        err.print(f"[red]error:[/red] persona {plain(repr(persona_id))} not found")
         raise typer.Exit(1)
-    console.print(f"deleted {persona_id}")
+    console.print(f"deleted {plain(persona_id)}")
 
 
 @personas_app.command("add-post")
