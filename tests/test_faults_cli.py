@@ -30,7 +30,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-def _one_error_line(r: object, words: str, code: int = 1) -> None:
+def _one_error_line(r: object, words: str, code: int = 2) -> None:
     assert r.exit_code == code, r.output  # type: ignore[attr-defined]
     assert isinstance(r.exception, SystemExit), repr(r.exception)  # type: ignore[attr-defined]
     out = r.output  # type: ignore[attr-defined]
@@ -79,21 +79,24 @@ def test_terminal_escapes_in_data_are_shown_escaped(store: dict[str, str]) -> No
     (["personalize", "evil", "a lake", "--gate-threshold", "55"], "outside [-1, 1]"),
     (["evaluate", "--task", "bad name=q"], "task"),
     (["evaluate", "--task", "x:bogus=q"], "kind"),
-    (["personalize", "nobody", "a lake"], "not found"),
 ])
 def test_bad_arguments(store: dict[str, str], args: list[str], words: str) -> None:
-    _one_error_line(runner.invoke(app, args, env=store), words)
+    _one_error_line(runner.invoke(app, args, env=store), words)  # invalid input: exit 2
+
+
+def test_unknown_persona_is_an_error_not_invalid_input(store: dict[str, str]) -> None:
+    _one_error_line(runner.invoke(app, ["personalize", "nobody", "a lake"], env=store), "not found", code=1)
 
 
 @pytest.mark.parametrize("damage", [b"{}\n", b"\xff\xfe\x00garbage\n", b'{"persona_id": "a", "ta\n'])
 def test_bench_report_on_damaged_rows(tmp_path: Path, damage: bytes) -> None:
     good = json.dumps({"persona_id": "a", "task": "t", "method": "vprag", "score": 0.5}).encode() + b"\n"
     (tmp_path / "rows.jsonl").write_bytes(good + damage + good.replace(b'"a"', b'"b"'))
-    _one_error_line(runner.invoke(app, ["bench", "report", str(tmp_path)]), "rows.jsonl:2")
+    _one_error_line(runner.invoke(app, ["bench", "report", str(tmp_path)]), "rows.jsonl:2", code=1)
 
 
 def test_bench_report_on_an_empty_manifest(tmp_path: Path) -> None:
     (tmp_path / "rows.jsonl").write_text(json.dumps({"persona_id": "a", "task": "t", "method": "m",
                                                      "score": 0.5}) + "\n")
     (tmp_path / "manifest.json").write_text("")
-    _one_error_line(runner.invoke(app, ["bench", "report", str(tmp_path)]), "is empty")
+    _one_error_line(runner.invoke(app, ["bench", "report", str(tmp_path)]), "is empty", code=1)

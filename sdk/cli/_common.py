@@ -11,7 +11,14 @@ from typing import Any, NoReturn, TypeVar
 from pydantic import ValidationError
 
 from vptt.core.checks import explain_validation
-from vptt.core.errors import ConfigError, PersonaValidationError, VPTTError
+from vptt.core.errors import (
+    ConfigError,
+    InvalidQueryError,
+    PersonaTypeError,
+    PersonaValidationError,
+    RatingsValidationError,
+    VPTTError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -19,6 +26,9 @@ EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_REJECTED = 0, 1, 2, 3
 EXIT_CODES_HELP = ("Exit codes: 0 success; 1 an error (store, provider, model, run); 2 invalid input (bad option, "
                    "setting or persona file); 3 nothing accepted (a run rejected by its gates, or a command that "
                    "produced nothing).")
+INVALID_INPUT: tuple[type[BaseException], ...] = (ConfigError, PersonaValidationError, RatingsValidationError,
+                                                 InvalidQueryError, PersonaTypeError, ValidationError)
+"""Errors in what the user gave (exit code 2); every other error exits 1."""
 _state: dict[str, Any] = {}  # the root command's settings and the Personalizer built from them
 
 
@@ -77,8 +87,7 @@ def fail(exc: BaseException) -> NoReturn:
     from rich.console import Console
 
     Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {error_line(exc)}", highlight=False)
-    invalid = (PersonaValidationError, ConfigError, ValidationError)
-    raise typer.Exit(EXIT_INVALID if isinstance(exc, invalid) else EXIT_ERROR) from None
+    raise typer.Exit(EXIT_INVALID if isinstance(exc, INVALID_INPUT) else EXIT_ERROR) from None
 
 
 def cli_errors(fn: F) -> F:
