@@ -27,13 +27,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @app.callback()
+@cli_errors
 def main(data_dir: Optional[Path] = typer.Option(None, help="Data directory (default: $VPTT_DATA_DIR, else the per-user data directory)."),
          store: Optional[str] = typer.Option(None, help="chroma (default) or memory."),
          chroma_host: Optional[str] = typer.Option(None, help="Use a Chroma server at this host."),
-         chroma_port: Optional[int] = typer.Option(None, help="Port of the Chroma server.")) -> None:
+         chroma_port: Optional[int] = typer.Option(None, help="Port of the Chroma server."),
+         device: Optional[str] = typer.Option(None, help="Encoder device: cpu, cuda, cuda:N or mps."),
+         embedder_backend: Optional[str] = typer.Option(
+             None, help="MiniLM engine: auto (ONNX on CPU, torch on GPU), torch, onnx or onnx-int8."),
+         embed_workers: Optional[int] = typer.Option(
+             None, help="Encoder processes (0: one per core); threads are split among them.")) -> None:
     """Options shared by every command (each also readable from VPTT_* environment variables)."""
     overrides = {k: v for k, v in {"data_dir": data_dir, "store": store, "chroma_host": chroma_host,
-                                   "chroma_port": chroma_port}.items() if v is not None}
+                                   "chroma_port": chroma_port, "device": device,
+                                   "embedder_backend": embedder_backend,
+                                   "embed_workers": embed_workers}.items() if v is not None}
     set_settings(VPTTSettings(**overrides))
 
 
