@@ -73,6 +73,7 @@ class CachedEmbedder(Embedder):
         db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         try:
             db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # a cache: a lost last write is re-embedded, never torn
             db.execute("CREATE TABLE IF NOT EXISTS emb (key TEXT PRIMARY KEY, model TEXT, dim INTEGER, vec BLOB)")
             db.execute("SELECT key, dim, vec FROM emb LIMIT 1").fetchall()
             db.commit()
