@@ -20,6 +20,7 @@ atomically (written to a temporary name, then renamed) under a file lock, so con
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -37,6 +38,7 @@ RECIPE = 1
 FP32_TOLERANCE = 1e-4
 _FUSABLE = {"bert", "roberta", "xlm-roberta", "camembert", "electra"}
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+log = logging.getLogger(__name__)
 
 Verify = Callable[[Path], float]
 """``verify(onnx_path) -> max |difference|`` of its unit vectors against the torch model's."""
@@ -125,8 +127,6 @@ def _fuse(src: Path, out: Path, info: dict[str, Any]) -> bool:
 
 
 def _quantize(src: Path, out: Path) -> None:
-    import logging
-
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -194,6 +194,8 @@ def ensure_onnx(model_path: str | os.PathLike[str], cache_dir: str | os.PathLike
     if target.exists():
         return target
     with _locked(folder):
+        if not fp32.exists() or (int8 and not q8.exists()):
+            log.info("building the ONNX export of %s in %s (once; a few seconds)", src, folder)
         if not fp32.exists():
             _build_fp32(src, folder, fp32, verify)
         if int8 and not q8.exists():
