@@ -37,6 +37,12 @@ SAMPLE = ROOT / "examples" / "data" / "personas.jsonl"
 ENGINES = ("torch", "onnx", "onnx-int8")
 
 
+def dur(seconds: float) -> str:
+    """``seconds`` as s, min or h."""
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else \
+        f"{seconds / 3600:.1f} h"
+
+
 def load() -> str:
     return f"load {os.getloadavg()[0]:.1f}"
 
@@ -182,13 +188,15 @@ def section_projection(bank: int, per_thread_tokens_s: float, scaling: float, gp
     print(f"\n5. projection: {bank:,} procedural personas -> {len(seen):,} unique texts ("
           + ", ".join(f"{v:,} {k}s" for k, v in kinds.items()) + f"), ~{total_tokens / 1e6:.1f} M tokens "
           f"(bank built in {time.perf_counter() - t0:.0f} s)")
-    print(f"    measured here: {per_thread_tokens_s:,.0f} tokens/s per worker thread (default engine, captions), "
-          f"2-worker scaling x{scaling:.2f} of the ideal x2")
+    how = f"x{scaling:.2f} of the ideal x2" if scaling else "not measured (workers skipped): ideal assumed"
+    scaling = scaling or 2.0
+    print(f"    measured here: {per_thread_tokens_s:,.0f} tokens/s per worker thread (default engine, captions); "
+          f"2-worker scaling {how}")
     eff = min(1.0, scaling / 2)
-    print(f"    one thread: {one / 3600:.1f} h; 32 workers x 1 thread (scaling efficiency {eff:.2f} assumed to "
-          f"hold): {one / (32 * eff) / 60:.1f} min")
+    print(f"    one thread: {dur(one)}; 32 workers x 1 thread (scaling efficiency {eff:.2f} assumed to "
+          f"hold): {dur(one / (32 * eff))}")
     print(f"    one GPU (not measured here: {gpu_tflops:g} TFLOP/s sustained fp32 assumed, --gpu-tflops): "
-          f"{flops / (gpu_tflops * 1e12) / 60:.1f} min for {flops / 1e15:.1f} PFLOP")
+          f"{dur(flops / (gpu_tflops * 1e12))} for {flops / 1e15:.2f} PFLOP")
 
 
 def main() -> None:
@@ -224,7 +232,7 @@ def main() -> None:
         t0 = time.perf_counter()
         one.embed(captions)
         per_thread = tokens(one, captions) / (time.perf_counter() - t0)
-        scaling = rates[2] / rates[1] if rates[1] else 2.0
+        scaling = rates[2] / rates[1] if rates[1] else 0.0
         section_projection(args.bank, per_thread, scaling, args.gpu_tflops)
 
 
