@@ -16,7 +16,6 @@ from __future__ import annotations
 import difflib
 import math
 import os
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -25,13 +24,13 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vptt.core.devices import check_device
 from vptt.core.errors import ConfigError
 
 Role = Literal["embedder", "llm", "images", "judge"]
 ROLES: tuple[str, ...] = ("embedder", "llm", "images", "judge")
 _RENAMED = {"VPTT_OPENAI_API_KEY": "VPTT_EMBEDDER_API_KEY", "VPTT_OPENAI_BASE_URL": "VPTT_EMBEDDER_BASE_URL",
             "VPTT_FEEDBACK_API_KEY": "VPTT_LLM_API_KEY"}
-_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
 
 
 def default_data_dir() -> Path:
@@ -69,7 +68,20 @@ class VPTTSettings(BaseSettings):
     embedder_base_url: str | None = Field(default=None, description="endpoint of the embedder role")
     embedder_api_key: SecretStr | None = Field(default=None, description="key of the embedder role (else OPENAI_API_KEY)")
     embedding_cache: bool = Field(default=True, description="cache every embedding on disk (SQLite, keyed by model identity and text)")
-    device: str = Field(default="cpu", description="cpu, cuda, cuda:N or mps (local models)")
+    device: str = Field(default="cpu", description="cpu, cuda, cuda:N or mps (local models); checked to exist")
+    embedder_backend: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
+        default="auto", description="MiniLM engine: auto (ONNX Runtime on CPU, torch on a GPU), torch, onnx "
+                                    "(fp32, equal to torch) or onnx-int8 (faster, approximate: its own identity)")
+    embed_workers: int = Field(default=1, ge=0, description="encoder processes (0: one per core); each gets "
+                                                            "cores/workers threads")
+    embed_threads: int | None = Field(default=None, ge=1, description="threads per encoder (default: cores / "
+                                                                      "embed_workers)")
+    embed_pool: Literal["process", "ray"] = Field(default="process", description="where embed_workers run: "
+                                                  "local processes or Ray actors")
+    ray_address: str | None = Field(default=None, description="Ray cluster for embed_pool=ray (default: a "
+                                                              "local Ray)")
+    models_dir: Path | None = Field(default=None, description="exported encoder models (ONNX), built once; "
+                                                              "default <data_dir>/models")
     # -- retrieval and composition
     tau: float = Field(default=0.1, gt=0, description="softmax temperature of the post weights")
     per_category_budget: int = Field(default=3, ge=0, description="VPRAG budget Q^(k) per category")
@@ -113,10 +125,10 @@ class VPTTSettings(BaseSettings):
     @field_validator("device")
     @classmethod
     def _device(cls, v: str) -> str:
-        v = v.strip().lower()
-        if not _DEVICE.match(v):
-            raise ValueError("must be cpu, cuda, cuda:N or mps")
-        return v
+        try:
+            return check_device(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @property
     def chroma_path(self) -> Path:
@@ -130,6 +142,11 @@ class VPTTSettings(BaseSettings):
     def llm_cache_path(self) -> Path:
         """The persistent LLM response cache every run shares."""
         return self.data_dir / "llm_cache.sqlite"
+
+    @property
+    def onnx_dir(self) -> Path:
+        """Where exported ONNX encoders are cached (``models_dir``, else ``<data_dir>/models``)."""
+        return self.models_dir if self.models_dir is not None else self.data_dir / "models"
 
     def api_key(self, role: Role) -> str | None:
         """The API key of a provider role: ``VPTT_<ROLE>_API_KEY``, else ``OPENAI_API_KEY``, else None."""
@@ -172,31 +189,6 @@ def default_request_timeout(fallback: float = 60.0) -> float:
         raise ConfigError(f"environment VPTT_REQUEST_TIMEOUT_S={raw!r}: must be a positive finite number of "
                           "seconds")
     return value
-
-
-def check_device(device: str) -> str:
-    """``device`` if this machine has it, else a :class:`ConfigError` that says what to use.
-
-    Imports torch (only call it where a local model is about to load). ``cpu`` is always available.
-    """
-    device = device.strip().lower()
-    if not _DEVICE.match(device):
-        raise ConfigError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps (VPTT_DEVICE)")
-    if device == "cpu":
-        return device
-    import torch
-
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r} asked for, but CUDA is not available on this machine "
-                              "(or torch was built without it); use VPTT_DEVICE=cpu")
-        index = int(device.partition(":")[2] or 0)
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"device {device!r} asked for, but this machine has {torch.cuda.device_count()} "
-                              "CUDA device(s); use cuda:0 or cpu")
-    elif device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' asked for, but Apple MPS is not available here; use VPTT_DEVICE=cpu")
-    return device
 
 
 def _check_environment() -> None:

@@ -74,10 +74,11 @@ ImageMetric = Callable[[Any, ImageContext], "float | Mapping[str, float]"]
 
 
 class LengthBatchedEmbedder:
-    """Embeds texts in small batches of similar length.
+    """Embeds texts in small batches of similar length (for embedders that pad a whole call to its longest text).
 
-    One batch of a persona's 20 prompts (5 to 270 tokens) pads every prompt to the longest; batches of 4
-    sorted by length halve the CPU time of MiniLM on one thread. Rows come back in the input order.
+    :class:`~vptt.stores.embedders.MiniLMEmbedder` already sorts by token length and batches by a token
+    budget, so :class:`BenchComponents` hands prompts to the embedder in one call; this wrapper remains for
+    embedders that do not. Rows come back in the input order.
     """
 
     def __init__(self, inner: Any, batch_size: int = 4) -> None:
@@ -102,8 +103,8 @@ class BenchComponents:
 
     Attributes:
         personalizer: its store holds the personas; its embedder embeds queries and prompts.
-        scorer: a :class:`evaluators.vptt_score.VPTTScorer` (default: over ``personalizer.embedder`` through
-            :class:`LengthBatchedEmbedder`).
+        scorer: a :class:`evaluators.vptt_score.VPTTScorer` (default: over ``personalizer.embedder``; each
+            persona's prompts go to it in one call, batched by token budget inside the embedder).
         generator: optional; ``generate(prompt, *, seed=None, init_image=None)`` returning an object with
             ``.image`` (PIL), or an :class:`agents.generators.ImageGenerator`.
         image_metrics: name -> :data:`ImageMetric`, applied to every generated image.
@@ -123,7 +124,7 @@ class BenchComponents:
         if self.scorer is None:
             from vptt.evaluators.vptt_score import VPTTScorer
 
-            self.scorer = VPTTScorer(LengthBatchedEmbedder(self.personalizer.embedder))
+            self.scorer = VPTTScorer(self.personalizer.embedder)
         if self.generator is not None and not callable(getattr(self.generator, "generate", None)):
             raise ConfigError("generator must have a generate(...) method")
         if (self.image_metrics or self.judge is not None) and self.generator is None:

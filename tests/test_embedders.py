@@ -17,13 +17,67 @@ TEXTS = ["A bowl of ramen under paper lanterns.", "Surfers at sunset.", "",
          "A very long caption " * 40]
 
 
-def test_minilm_matches_sentence_transformers(minilm: MiniLMEmbedder) -> None:
+@pytest.fixture(scope="module")
+def st_reference(minilm_torch: MiniLMEmbedder) -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
-    ref = SentenceTransformer(minilm.model_path, device="cpu").encode(TEXTS, normalize_embeddings=True)
-    ours = minilm.embed(TEXTS)
+    return SentenceTransformer(minilm_torch.model_path, device="cpu").encode(TEXTS, normalize_embeddings=True)
+
+
+@pytest.mark.parametrize("engine", ["torch", "onnx"])
+def test_minilm_matches_sentence_transformers(engine: str, minilm: MiniLMEmbedder, minilm_torch: MiniLMEmbedder,
+                                              st_reference: np.ndarray) -> None:
+    emb = minilm_torch if engine == "torch" else minilm
+    ours = emb.embed(TEXTS)
+    assert emb.engine == engine  # the default (auto) runs the ONNX export on CPU
     assert ours.shape == (4, 384) and ours.dtype == np.float32
-    assert np.allclose(ours, ref, atol=2e-5)
+    assert np.abs(ours - st_reference).max() < 1e-4  # the bound; about 2e-7 is seen here
+    assert minilm.name == minilm_torch.name  # fp32 engines agree, so they share cached vectors
+
+
+def test_onnx_export_is_built_once_under_the_models_dir(minilm: MiniLMEmbedder) -> None:
+    from vptt.stores.model_files import model_digest
+    from vptt.stores.onnx_export import FP32_TOLERANCE, build_info, export_dir
+
+    minilm.embed(["warm"])
+    folder = export_dir(minilm.model_path, minilm.onnx_dir)
+    assert folder.parent == minilm.onnx_dir and model_digest(minilm.model_path)[:16] in folder.name
+    onnx_file = folder / "model.onnx"
+    stamp = onnx_file.stat().st_mtime_ns
+    info = build_info(minilm.model_path, minilm.onnx_dir)
+    assert info["fp32"]["fused"] and info["fp32"]["max_abs_diff_vs_torch"] <= FP32_TOLERANCE
+    again = MiniLMEmbedder(onnx_dir=minilm.onnx_dir)
+    assert np.allclose(again.embed(TEXTS[:2]), minilm.embed(TEXTS[:2]), atol=1e-6)
+    assert onnx_file.stat().st_mtime_ns == stamp and again.engine == "onnx"
+
+
+def test_int8_is_close_but_has_its_own_identity(minilm: MiniLMEmbedder, st_reference: np.ndarray) -> None:
+    from vptt.stores.onnx_export import build_info
+
+    q8 = MiniLMEmbedder(backend="onnx-int8", onnx_dir=minilm.onnx_dir)
+    got = q8.embed(TEXTS)
+    assert q8.engine == "onnx-int8" and q8.name == minilm.name + "+int8"
+    cos = (got * st_reference).sum(axis=1)
+    assert cos.min() > 0.95 and 1e-4 < np.abs(got - st_reference).max() < 0.1  # approximate, not broken
+    assert 0 < build_info(minilm.model_path, minilm.onnx_dir)["int8"]["max_abs_diff_vs_fp32"] < 0.1
+
+
+def test_backend_and_device_are_checked_up_front() -> None:
+    from vptt import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown MiniLM backend"):
+        MiniLMEmbedder(backend="tensorrt")
+    with pytest.raises(ConfigError, match="unknown device"):
+        MiniLMEmbedder(device="tpu")
+
+
+def test_minilm_pickles_without_its_model(minilm: MiniLMEmbedder) -> None:
+    import pickle
+
+    minilm.embed(["warm"])
+    clone = pickle.loads(pickle.dumps(minilm.for_worker(1)))
+    assert clone._st is None and clone.threads == 1 and clone.name == minilm.name
+    assert np.allclose(clone.embed(TEXTS[:2]), minilm.embed(TEXTS[:2]), atol=1e-5)
 
 
 def test_minilm_batch_order_is_restored(minilm: MiniLMEmbedder) -> None:

@@ -78,6 +78,7 @@ _LAZY: dict[str, str] = {  # name -> module it is imported from on first use
     "MiniLMEmbedder": "vptt.stores.embedders",
     "OpenAIEmbedder": "vptt.stores.embedders",
     "CachedEmbedder": "vptt.stores.embedding_cache",
+    "PooledEmbedder": "vptt.stores.encoding",
     "EmbeddedPersona": "vptt.stores.records",
     # the agent graph
     "PersonalizationAgent": "vptt.sdk.agent",
@@ -126,6 +127,7 @@ if TYPE_CHECKING:  # the lazy names, for IDEs and type checkers
     from vptt.stores.chroma import ChromaPersonaStore
     from vptt.stores.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
     from vptt.stores.embedding_cache import CachedEmbedder
+    from vptt.stores.encoding import PooledEmbedder
     from vptt.stores.memory import InMemoryPersonaStore
     from vptt.stores.records import EmbeddedPersona
 
@@ -187,6 +189,7 @@ __all__ = [
     "PersonalizationAgent",
     "PersonalizationResult",
     "Personalizer",
+    "PooledEmbedder",
     "Post",
     "ProviderAuthError",
     "ProviderError",

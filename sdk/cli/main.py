@@ -51,13 +51,20 @@ def main(ctx: typer.Context,
          store: Optional[str] = typer.Option(None, help="chroma (default) or memory."),
          chroma_host: Optional[str] = typer.Option(None, help="Use a Chroma server at this host."),
          chroma_port: Optional[int] = typer.Option(None, help="Port of the Chroma server."),
+         device: Optional[str] = typer.Option(None, help="Encoder device: cpu, cuda, cuda:N or mps."),
+         embedder_backend: Optional[str] = typer.Option(
+             None, help="MiniLM engine: auto (ONNX on CPU, torch on GPU), torch, onnx or onnx-int8."),
+         embed_workers: Optional[int] = typer.Option(
+             None, help="Encoder processes (0: one per core); threads are split among them."),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or notes; results and errors only."),
          log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error."),
          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """Options shared by every command (each also readable from VPTT_* environment variables)."""
     overrides = {k: v for k, v in {"data_dir": data_dir, "store": store, "chroma_host": chroma_host,
-                                   "chroma_port": chroma_port}.items() if v is not None}
+                                   "chroma_port": chroma_port, "device": device,
+                                   "embedder_backend": embedder_backend,
+                                   "embed_workers": embed_workers}.items() if v is not None}
     try:
         ctx.call_on_close(configure_output(quiet=quiet, log_level=log_level))
         set_settings(VPTTSettings(**overrides))
