@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -92,6 +93,14 @@ class Composition(BaseModel):
     finish_reason: str | None = None
 
 
+class PreviousTurn(BaseModel):
+    """The earlier turn of a conversation that a follow-up refines: its query, retrieval and prompt."""
+
+    query: str
+    trace: RetrievalTrace
+    prompt: str
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
@@ -106,14 +115,33 @@ def memory_payload(query: str, trace: RetrievalTrace, persona: Persona,
             "captions": list(trace.captions_used[: cfg.max_captions])}
 
 
-def build_messages(query: str, trace: RetrievalTrace, persona: Persona, cfg: LLMComposerConfig
-                   ) -> list[dict[str, str]]:
-    """System + user messages; persona memory only inside the escaped, delimited JSON block."""
+def _memory_block(query: str, trace: RetrievalTrace, persona: Persona, cfg: LLMComposerConfig) -> str:
     data = _escape(json.dumps(memory_payload(query, trace, persona, cfg), ensure_ascii=False, indent=1))
-    user = (f"{MEMORY_OPEN}\n{data}\n{MEMORY_CLOSE}\n"
-            f"Compose the personalized prompt for this query (at most {cfg.max_words} words).")
-    return [{"role": "system", "content": SYSTEM_TEMPLATE.format(max_words=cfg.max_words)},
-            {"role": "user", "content": user}]
+    return f"{MEMORY_OPEN}\n{data}\n{MEMORY_CLOSE}\n"
+
+
+def build_messages(query: str, trace: RetrievalTrace, persona: Persona, cfg: LLMComposerConfig,
+                   previous: PreviousTurn | None = None) -> list[dict[str, str]]:
+    """System + user messages; persona memory only inside the escaped, delimited JSON block.
+
+    With ``previous`` (a follow-up in a conversation) the earlier turn comes first as conversation context:
+    its user message (rebuilt from its query and trace), the prompt the model answered, then the new request
+    with the new retrieval, asking for a refinement of that prompt.
+    """
+    messages = [{"role": "system", "content": SYSTEM_TEMPLATE.format(max_words=cfg.max_words)}]
+    if previous is not None:
+        messages += [{"role": "user", "content": _memory_block(previous.query, previous.trace, persona, cfg) +
+                      f"Compose the personalized prompt for this query (at most {cfg.max_words} words)."},
+                     {"role": "assistant", "content": previous.prompt}]
+        request = _escape(json.dumps(query.strip(), ensure_ascii=False))
+        messages.append({"role": "user", "content": _memory_block(query, trace, persona, cfg) +
+                         f"Refine your previous prompt following this request: {request}. Keep what the "
+                         f"request does not change; answer with the whole new prompt (at most {cfg.max_words} "
+                         "words)."})
+        return messages
+    messages.append({"role": "user", "content": _memory_block(query, trace, persona, cfg) +
+                     f"Compose the personalized prompt for this query (at most {cfg.max_words} words)."})
+    return messages
 
 
 def estimate_chat_tokens(messages: list[dict[str, str]]) -> int:
@@ -142,6 +170,8 @@ class LLMComposer:
     """
 
     supports_temperature = True
+    supports_history = True  # compose_detailed(previous=...) refines an earlier turn
+    supports_streaming = True  # compose_detailed(on_token=...) streams text deltas
 
     def __init__(self, config: LLMComposerConfig | None = None, *, http_client: httpx.Client | None = None,
                  async_http_client: httpx.AsyncClient | None = None, client: Any = None,
@@ -202,34 +232,65 @@ class LLMComposer:
         return self.compose_detailed(query, trace, persona).prompt
 
     def compose_detailed(self, query: str, trace: RetrievalTrace, persona: Persona, *,
-                         temperature: float | None = None, seed: int | None = -1) -> Composition:
-        """Compose with optional temperature/seed overrides (``seed=-1`` keeps the configured seed)."""
-        messages = build_messages(query, trace, persona, self.config)
+                         temperature: float | None = None, seed: int | None = -1,
+                         previous: PreviousTurn | None = None,
+                         on_token: Callable[[str], None] | None = None) -> Composition:
+        """Compose with optional temperature/seed overrides (``seed=-1`` keeps the configured seed).
+
+        Args:
+            previous: the turn a follow-up refines (sent as conversation context).
+            on_token: called with each text delta as the model streams it (``stream=True``); a retried
+                request streams again from its start.
+        """
+        messages = build_messages(query, trace, persona, self.config, previous)
         kwargs = self._request(messages, temperature, self.config.seed if seed == -1 else seed)
-        resp = call_with_retry(lambda: self._sync_client().chat.completions.create(**kwargs),
-                               what=f"chat model {self.config.model!r}", retry=self.config.retry,
-                               secrets=self._secrets)
-        return self._finish(resp, messages, kwargs, trace)
+
+        def call() -> tuple[str, Any, str | None]:
+            if on_token is None:
+                return _reply(self._sync_client().chat.completions.create(**kwargs))
+            parts: list[str] = []
+            finish, usage = None, None
+            for chunk in self._sync_client().chat.completions.create(**kwargs, stream=True):
+                delta, finish, usage = _delta(chunk, finish, usage)
+                if delta:
+                    parts.append(delta)
+                    on_token(delta)
+            return "".join(parts), usage, finish
+
+        raw, usage, finish = call_with_retry(call, what=f"chat model {self.config.model!r}",
+                                             retry=self.config.retry, secrets=self._secrets)
+        return self._finish(raw, usage, finish, messages, kwargs, trace)
 
     async def acompose_detailed(self, query: str, trace: RetrievalTrace, persona: Persona, *,
-                                temperature: float | None = None, seed: int | None = -1) -> Composition:
+                                temperature: float | None = None, seed: int | None = -1,
+                                previous: PreviousTurn | None = None,
+                                on_token: Callable[[str], None] | None = None) -> Composition:
         """Async :meth:`compose_detailed` (``openai.AsyncOpenAI``)."""
-        messages = build_messages(query, trace, persona, self.config)
+        messages = build_messages(query, trace, persona, self.config, previous)
         kwargs = self._request(messages, temperature, self.config.seed if seed == -1 else seed)
-        resp = await acall_with_retry(lambda: self._async_client().chat.completions.create(**kwargs),
-                                      what=f"chat model {self.config.model!r}", retry=self.config.retry,
-                                      secrets=self._secrets)
-        return self._finish(resp, messages, kwargs, trace)
 
-    def _finish(self, resp: Any, messages: list[dict[str, str]], kwargs: dict[str, Any],
-                trace: RetrievalTrace) -> Composition:
-        choices = getattr(resp, "choices", None) or []
-        raw = (choices[0].message.content or "") if choices else ""
+        async def call() -> tuple[str, Any, str | None]:
+            if on_token is None:
+                return _reply(await self._async_client().chat.completions.create(**kwargs))
+            parts: list[str] = []
+            finish, usage = None, None
+            async for chunk in await self._async_client().chat.completions.create(**kwargs, stream=True):
+                delta, finish, usage = _delta(chunk, finish, usage)
+                if delta:
+                    parts.append(delta)
+                    on_token(delta)
+            return "".join(parts), usage, finish
+
+        raw, usage, finish = await acall_with_retry(call, what=f"chat model {self.config.model!r}",
+                                                    retry=self.config.retry, secrets=self._secrets)
+        return self._finish(raw, usage, finish, messages, kwargs, trace)
+
+    def _finish(self, raw: str, usage: Any, finish: str | None, messages: list[dict[str, str]],
+                kwargs: dict[str, Any], trace: RetrievalTrace) -> Composition:
         prompt, truncated = clean_completion(raw, self.config.max_words)
         if not prompt:
             raise ProviderError(f"chat model {self.config.model!r} returned an empty prompt; check the model "
                                 "name, or raise max_tokens")
-        usage = getattr(resp, "usage", None)
         tokens = TokenUsage(prompt_tokens=estimate_chat_tokens(messages), completion_tokens=count_tokens(raw),
                             reported_prompt_tokens=getattr(usage, "prompt_tokens", None),
                             reported_completion_tokens=getattr(usage, "completion_tokens", None),
@@ -240,8 +301,25 @@ class LLMComposer:
         if truncated:
             trace.notes.append(f"LLM composition cut to {self.config.max_words} words")
         return Composition(prompt=prompt, model=self.config.model, temperature=kwargs["temperature"],
-                           seed=kwargs.get("seed"), usage=tokens, truncated=truncated,
-                           finish_reason=getattr(choices[0], "finish_reason", None) if choices else None)
+                           seed=kwargs.get("seed"), usage=tokens, truncated=truncated, finish_reason=finish)
+
+
+def _reply(resp: Any) -> tuple[str, Any, str | None]:
+    """``(text, usage, finish_reason)`` of a non-streamed chat completion."""
+    choices = getattr(resp, "choices", None) or []
+    raw = (choices[0].message.content or "") if choices else ""
+    finish = getattr(choices[0], "finish_reason", None) if choices else None
+    return raw, getattr(resp, "usage", None), finish
+
+
+def _delta(chunk: Any, finish: str | None, usage: Any) -> tuple[str, str | None, Any]:
+    """The text of one streamed chunk, and the finish reason / usage seen so far."""
+    choices = getattr(chunk, "choices", None) or []
+    usage = getattr(chunk, "usage", None) or usage
+    if not choices:
+        return "", finish, usage
+    delta = getattr(choices[0], "delta", None)
+    return (getattr(delta, "content", None) or ""), (getattr(choices[0], "finish_reason", None) or finish), usage
 
 
 _NO_KEY = ("no API key for the LLM composer: pass api_key=... or set OPENAI_API_KEY; local servers (vLLM, "
