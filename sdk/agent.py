@@ -30,7 +30,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from vptt.agents.composer import Composer
-from vptt.agents.context import AgentComponents, RunContext
+from vptt.agents.context import AgentComponents, AgentContext, RunContext, components_for
 from vptt.agents.conversation import Turn
 from vptt.agents.gates import (
     ImageEvaluator,
@@ -69,6 +69,8 @@ class AgentConfig(BaseModel):
         durability: when checkpoints are written: ``"sync"`` (before the next step), ``"async"``, ``"exit"``.
         save_dir: where generated images go (default: a temporary directory of this agent).
         persona_subdirs: write each persona's images in its own folder under ``save_dir`` (servers).
+        auto_thread: with checkpoints on, give a run without ``thread_id`` a thread of its own (resumable);
+            False: such runs are not checkpointed (faster; servers checkpoint conversations only).
         seed: base seed of image generation (attempt ``a`` uses ``seed + a``); None draws one per run.
         run_timeout_s: hard limit of one run (checked between nodes and every denoising step; async runs are
             also cancelled).
@@ -84,6 +86,7 @@ class AgentConfig(BaseModel):
     durability: Literal["sync", "async", "exit"] = "sync"
     save_dir: Path | None = None
     persona_subdirs: bool = False
+    auto_thread: bool = True
     seed: int | None = None
     run_timeout_s: float | None = Field(default=None, gt=0)
     strict: bool = False
@@ -150,6 +153,20 @@ class PersonalizationAgent:
         self._checkpoints = Checkpoints(builder, c.checkpoint, checkpointer)
         self._limit = recursion_limit(c.text_gate, c.image_gate)
 
+    @classmethod
+    def from_context(cls, context: AgentContext, **config: Any) -> PersonalizationAgent:
+        """An agent from plain configuration, built as a served graph builds its components.
+
+        Args:
+            context: names, endpoints and numbers (keys come from the environment).
+            **config: :class:`AgentConfig` fields and ``checkpointer``.
+        """
+        c = components_for(context)
+        config.setdefault("save_dir", c.save_dir)
+        config.setdefault("strict", c.strict)
+        return cls(c.personalizer, composer=c.composer, text_scorer=c.text_scorer, generator=c.generator,
+                   reranker=c.reranker, text_gate=c.text_gate, **config)
+
     def __repr__(self) -> str:
         c = self.components
         return (f"PersonalizationAgent(composer={getattr(c.composer, 'name', c.composer)!r}, "
@@ -183,7 +200,7 @@ class PersonalizationAgent:
         if not isinstance(persona, (Persona, str)):
             raise ConfigError("persona must be a Persona or a stored persona id, got "
                               f"{type(persona).__name__}")
-        if thread_id is None and self._checkpoints.enabled:
+        if thread_id is None and self._checkpoints.enabled and self.config.auto_thread:
             thread_id = uuid.uuid4().hex
         elif thread_id is not None:
             snap = self._checkpointed().get_state(self._config(thread_id))
