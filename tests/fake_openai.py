@@ -71,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
         with self.server.lock:
             self.server.stats[self.path] = self.server.stats.get(self.path, 0) + 1
+            self.server.auth[self.path] = self.headers.get("authorization", "")
         if self.path.endswith("/chat/completions"):
             self._chat(body)
         elif self.path.endswith("/images/generations"):
@@ -116,6 +117,7 @@ def serve(port: int = 0, delay: float = 0.02, fail_images: int = 0) -> Threading
     srv = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     srv.daemon_threads = True
     srv.delay, srv.fail_images, srv.stats, srv.lock = delay, fail_images, {}, threading.Lock()
+    srv.auth = {}
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
