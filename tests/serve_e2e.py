@@ -24,7 +24,7 @@ from tests.fake_openai import serve as fake_openai
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSONAS = ("p01_kyoto_ceramicist", "p07_oaxaca_chef")
-N_POSTS = 12
+N_POSTS = 8
 CHROMIUM = os.environ.get("VPTT_CHROMIUM", "/usr/bin/chromium")
 
 
