@@ -36,6 +36,7 @@ class ServeConfig(BaseModel):
         threads: checkpoint store of conversations (SQLite file, or ``":memory:"``).
         save_dir: where generated images are kept (a folder per persona).
         vision_model: vision chat model of the inverse mode (photos -> posts), at the ``llm`` endpoint.
+        batch_embeddings: embed the queries of concurrent requests in shared batches.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -57,6 +58,7 @@ class ServeConfig(BaseModel):
     threads: str = ":memory:"
     save_dir: Path | None = None
     vision_model: str | None = None
+    batch_embeddings: bool = True
 
     def check_binding(self) -> None:
         """A server reachable from other machines must require a token."""

@@ -21,6 +21,7 @@ from vptt.agents.results import PersonalizationResult
 from vptt.core.errors import ConfigError
 from vptt.sdk.agent import PersonalizationAgent
 from vptt.sdk.server.config import ServeConfig
+from vptt.stores.batching import BatchingEmbedder
 
 IMAGE_NAME = re.compile(r"^[0-9a-f]{32}-\d{1,4}\.png$")
 
@@ -51,6 +52,8 @@ class Service:
                                                       auto_thread=False, save_dir=c.save_dir)
             if agent.components.save_dir is None:
                 agent.components.save_dir = agent.personalizer.settings.data_dir / "serve-images"
+            if c.batch_embeddings:  # concurrent requests share query-embedding forwards
+                agent.personalizer.embedder = BatchingEmbedder(agent.personalizer.embedder)
         self.agent = agent
         self._vision = vision_chat
         self._lock = threading.Lock()
