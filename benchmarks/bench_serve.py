@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--personas", type=int, default=4)
     ap.add_argument("--torch-threads", type=int, default=2, help="torch threads, here and in the server")
     ap.add_argument("--rounds", type=int, default=1, help="rounds per client count (RSS should stay flat)")
+    ap.add_argument("--data-dir", type=Path, default=None, help="reuse a data directory (personas ingested)")
     args = ap.parse_args()
     counts = [int(x) for x in args.clients.split(",")]
 
@@ -115,7 +116,7 @@ def main() -> None:
     from vptt.core.settings import VPTTSettings
     from vptt.sdk.agent import PersonalizationAgent
 
-    data = Path(tempfile.mkdtemp(prefix="vptt-bench-serve-"))
+    data = args.data_dir or Path(tempfile.mkdtemp(prefix="vptt-bench-serve-"))
     personas = [Persona.model_validate_json(line) for line in SAMPLE.read_text().splitlines()[:args.personas]]
     pids = [p.persona_id for p in personas]
     pz = Personalizer(settings=VPTTSettings(data_dir=data))
@@ -157,7 +158,9 @@ def main() -> None:
             if r.status_code != 200:
                 raise RuntimeError(f"HTTP {r.status_code}: {r.text[:120]}")
 
-        run_clients(4, args.warmup, call, pids, "warm-")
+        # warm-up at the highest concurrency: worker threads, their allocator arenas and torch state exist
+        # before the first measured round, so the RSS columns show growth under load, not start-up
+        run_clients(max(counts), args.warmup, call, pids, "warm-")
         rows = []
         print(f"\n{'clients':>7} {'requests':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7} "
               f"{'RSS start→end MiB':>19} {'load':>6}")

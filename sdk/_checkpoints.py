@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ class Checkpoints:
         self._compiled: Any = None
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._threads: dict[str, threading.Lock] = {}
+        self._threads: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
 
     @property
     def enabled(self) -> bool:
@@ -76,8 +77,12 @@ class Checkpoints:
             yield self.builder.compile(checkpointer=saver)
 
     def _thread_lock(self, thread_id: str) -> threading.Lock:
+        """The thread's lock; kept only while someone holds a reference (no growth with many threads)."""
         with self._lock:
-            return self._threads.setdefault(thread_id, threading.Lock())
+            lock = self._threads.get(thread_id)
+            if lock is None:
+                lock = self._threads[thread_id] = threading.Lock()
+            return lock
 
     @contextlib.contextmanager
     def thread(self, thread_id: str | None) -> Iterator[None]:
