@@ -167,6 +167,7 @@ class PersonaMemoryStore(BaseStore):
                     continue
                 cards, posts = mem.persona, mem.persona.posts
                 scores = (mem.caption_embs @ q) if is_posts else np.array([float(mem.card_emb @ q)])
+            entries: list[tuple[tuple[str, ...], str, dict[str, Any]]]
             if is_posts:
                 entries = [((ROOT, pid, POSTS), p.post_id, p.model_dump(mode="json")) for p in posts]
             else:
@@ -198,8 +199,8 @@ class PersonaMemoryStore(BaseStore):
     # -- writes -------------------------------------------------------------------------------------------
     def _apply(self, pid: str, group: list[PutOp]) -> None:
         persona = self._persona(pid)
-        data = persona.model_dump(mode="json") if persona is not None else {"persona_id": pid}
-        posts = {p["post_id"]: p for p in data.get("posts", [])}
+        data: dict[str, Any] = persona.model_dump(mode="json") if persona is not None else {"persona_id": pid}
+        posts: dict[str, dict[str, Any]] = {p["post_id"]: p for p in data.get("posts", [])}
         delete_persona = False
         for op in group:
             _, is_posts = _parse(op.namespace, op.key)

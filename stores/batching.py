@@ -31,7 +31,10 @@ class _Slot:
     __slots__ = ("texts", "rows", "error", "done")
 
     def __init__(self, texts: list[str]) -> None:
-        self.texts, self.rows, self.error, self.done = texts, None, None, False
+        self.texts = texts
+        self.rows: np.ndarray | None = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 class BatchingEmbedder(Embedder):
@@ -88,13 +91,14 @@ class BatchingEmbedder(Embedder):
                 while sum(len(s.texts) for s in self._queue) < self.max_texts and time.monotonic() < deadline:
                     self._cv.wait(deadline - time.monotonic())
         with self._cv:
-            batch, n = [], 0
+            batch: list[_Slot] = []
+            n = 0
             while self._queue and (not batch or n + len(self._queue[0].texts) <= self.max_texts):
                 batch.append(self._queue.popleft())
                 n += len(batch[-1].texts)
         try:
-            rows = self.inner.embed([t for s in batch for t in s.texts])
-            error = None
+            rows: np.ndarray | None = self.inner.embed([t for s in batch for t in s.texts])
+            error: BaseException | None = None
         except Exception as exc:  # noqa: BLE001 - handed to every caller of the batch
             rows, error = None, exc
         with self._cv:

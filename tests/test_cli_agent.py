@@ -33,6 +33,9 @@ def test_exit_codes_and_piped_output(env) -> None:
     assert "rejected" in r.stderr and "early rejection" in r.stderr
     r = runner.invoke(app, ["personalize", "alice", "A preferred outdoor spot"], env=env)
     assert r.exit_code == 0 and "\n" not in r.stdout.strip() and r.stdout.startswith("A preferred outdoor spot")
+    for method in ("baseline", "persona_only", "brag", "vprag", "comb"):  # every method renders
+        r = runner.invoke(app, ["personalize", "alice", "a lake", "--method", method, "--pretty"], env=env)
+        assert r.exit_code == 0 and "status: deferred" in r.stdout, (method, r.output)
     r = runner.invoke(app, ["personalize", "zed", "x"], env=env)
     assert r.exit_code == 1 and "not found" in r.stderr and r.stdout == ""
     r = runner.invoke(app, ["personalize", "--help"])

@@ -90,7 +90,7 @@ def load_tokens(path: str | os.PathLike[str] | None = None) -> tuple[TokenGrant,
                               '{"token": "...", "personas": [...] or null, "name": "..."}') from None
     env = os.environ.get(TOKEN_ENV)
     if env:
-        grants.append(TokenGrant(token=env, name="env"))
+        grants.append(TokenGrant(token=SecretStr(env), name="env"))
     if any(len(g.token.get_secret_value()) < 16 for g in grants):
         raise ConfigError("bearer tokens must have at least 16 characters (e.g. `python -c \"import secrets; "
                           "print(secrets.token_urlsafe(32))\"`)")
