@@ -4,62 +4,51 @@
                                                       +-> generate -> image_gate -+-> generate   (new seed)
                                                       +-> result                  +-> result
 
-The state holds only plain data (ids, texts, scores, trace dicts, image file paths) so every checkpoint
-serializes cheaply and a run resumes by thread id. Heavy objects (personalizer, store, embedder, composer,
-generator pipelines, evaluators) travel in the per-run :class:`RunContext`, LangGraph's runtime context.
-With no generator the graph ends after the text gate ("deferred rendering": judge the script first). An
-agent with a feedback re-ranker gets a ``rerank`` node between ``retrieve`` and ``compose`` (paper Sec. 3.3).
+The state holds only plain data (ids, texts, scores, trace dicts, image file paths, chat messages) so every
+checkpoint serializes cheaply and a run resumes by thread id. Heavy objects come from the runtime context:
+the live components of an in-process agent (:class:`~vptt.agents.context.RunContext`), or, in a served graph,
+components built from the plain :class:`~vptt.agents.context.AgentContext` and cached per configuration.
+
+A thread is a conversation: every run is a turn (``turns``, ``messages``), and a run for the same persona
+refines the previous turn's prompt (:mod:`vptt.agents.conversation`). With no generator the graph ends after
+the text gate ("deferred rendering"). An agent with a feedback re-ranker gets a ``rerank`` node between
+``retrieve`` and ``compose`` (paper Sec. 3.3). Nodes write custom stream events (:mod:`vptt.agents.streaming`).
 """
 
 from __future__ import annotations
 
-import tempfile
+import random
 import time
+import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
-from PIL import Image
 
-from vptt.agents.composer import Composer
-from vptt.agents.gates import (
-    Candidate,
-    CandidateSpec,
-    GateDecision,
-    ImageEvaluator,
-    ImageGateConfig,
-    ImageGateContext,
-    ImageRecord,
-    TextGateConfig,
-    TextScorer,
-    best_candidate,
-    candidate_specs,
-    image_verdict,
-    run_image_checks,
-    subset_trace,
-)
-from vptt.agents.generators.base import GenerationRequest, ImageGenerator, save_png
+from vptt.agents.context import AgentContext, run_context
+from vptt.agents.conversation import Turn, mark_repeated, previous_turn, refined_query, retrieval_query
+from vptt.agents.gate_nodes import _ms, generate, image_gate, plan, text_gate
+from vptt.agents.gates import Candidate, ImageGateConfig, TextGateConfig, subset_trace
 from vptt.agents.methods import CAPTION_METHODS, get_method
 from vptt.agents.results import Status
+from vptt.agents.streaming import TokenStream
 from vptt.agents.trace import RetrievalTrace
-from vptt.agents.vprag import VPRAGConfig
-from vptt.core.errors import NoPostsError
-from vptt.core.providers import RunTimeoutError
-from vptt.stores.records import EmbeddedPersona
-
-if TYPE_CHECKING:
-    from vptt.agents.personalizer import Personalizer
-    from vptt.core.models import Persona
+from vptt.core.errors import EmptyQueryError, NoPostsError
 
 NODES = ("load_persona", "retrieve", "compose", "text_gate", "generate", "image_gate", "result")
 """Nodes of the default graph, in pipeline order; ``rerank`` sits between ``retrieve`` and ``compose`` when the
 agent has a feedback re-ranker."""
+MAX_TURNS = 50
+"""Turns a thread keeps in its state (the oldest are dropped)."""
+RESET = "__reset__"
 
 
 def _add_ms(a: Mapping[str, float] | None, b: Mapping[str, float] | None) -> dict[str, float]:
+    if b is not None and b.get(RESET):  # a new run of the thread starts its timings afresh
+        return {k: v for k, v in b.items() if k != RESET}
     out = dict(a or {})
     for k, v in (b or {}).items():
         out[k] = round(out.get(k, 0.0) + v, 3)
@@ -67,135 +56,129 @@ def _add_ms(a: Mapping[str, float] | None, b: Mapping[str, float] | None) -> dic
 
 
 def _append(a: list[Any] | None, b: list[Any] | None) -> list[Any]:
-    return [*(a or []), *(b or [])]
+    """Append; ``None`` empties the list (a new run of the thread)."""
+    return [] if b is None else [*(a or []), *b]
+
+
+def _append_turns(a: list[Any] | None, b: list[Any] | None) -> list[Any]:
+    return _append(a, b)[-MAX_TURNS:]
 
 
 class AgentState(TypedDict, total=False):
-    """Checkpointed state: plain data only."""
+    """Checkpointed state: plain data only. Input keys: ``persona_id``, ``query`` (or a human message in
+    ``messages``), ``method``, ``seed``, ``refine``, ``init_image`` (a path), ``persona_json``, ``agent_options`` (how an in-process agent
+    was configured, no secrets, so that a resume elsewhere can rebuild it)."""
 
-    run_id: str
+    # input of a run
     persona_id: str
     persona_json: str | None
     query: str
     method: str
     seed: int
     init_image: str | None
+    refine: bool | None
+    agent_options: dict[str, Any] | None
+    # one run
+    run_id: str
+    retrieval_query: str
+    previous: dict[str, Any] | None
     fallback: str | None
-    trace: dict[str, Any]
-    pending: dict[str, Any]
+    trace: dict[str, Any] | None
+    pending: dict[str, Any] | None
     candidates: Annotated[list[dict[str, Any]], _append]
     candidate_traces: Annotated[list[dict[str, Any]], _append]
-    text_gate: dict[str, Any]
-    chosen: int
-    prompt: str
-    pending_image: dict[str, Any]
+    text_gate: dict[str, Any] | None
+    chosen: int | None
+    prompt: str | None
+    pending_image: dict[str, Any] | None
     images: Annotated[list[dict[str, Any]], _append]
-    image_gate: dict[str, Any]
-    rerank: dict[str, Any]
-    next_step: str
-    status: Status
+    image_gate: dict[str, Any] | None
+    rerank: dict[str, Any] | None
+    next_step: str | None
+    status: Status | None
     timings_ms: Annotated[dict[str, float], _add_ms]
+    request_id: str
+    # the conversation
+    turns: Annotated[list[dict[str, Any]], _append_turns]
+    messages: Annotated[list[AnyMessage], add_messages]
 
 
-@dataclass
-class AgentComponents:
-    """The heavy, long-lived parts of an agent (never checkpointed)."""
-
-    personalizer: Personalizer
-    composer: Composer
-    text_scorer: TextScorer | None
-    text_gate: TextGateConfig
-    generator: ImageGenerator | None
-    evaluators: tuple[ImageEvaluator, ...]
-    image_gate: ImageGateConfig
-    save_dir: Path | None = None
-    vprag_config: VPRAGConfig | None = None
-    strict: bool = False
-    negative_prompt: str | None = None
-    reranker: Any = None  # agents.rerank.FeedbackReranker: learnable feedback (paper Sec. 3.3)
-    rerank_m: int = 8
-
-    def image_dir(self) -> Path:
-        """Where images are written: ``save_dir``, else a temporary directory made on first use."""
-        if self.save_dir is None:
-            self.save_dir = Path(tempfile.mkdtemp(prefix="vptt-agent-"))
-        return self.save_dir
+_PER_RUN = ("previous", "fallback", "trace", "pending", "text_gate", "chosen", "prompt", "pending_image",
+            "image_gate", "rerank", "next_step", "status")
 
 
-@dataclass
-class RunContext:
-    """LangGraph runtime context of one run: the persona, its store, the components and a deadline."""
-
-    components: AgentComponents
-    persona: Persona | str
-    persona_id: str
-    deadline: float | None = None
-    memo: dict[Any, Any] = field(default_factory=dict)
-
-    @property
-    def store(self) -> Any:
-        return self.components.personalizer.store
-
-    def check_deadline(self, node: str) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise RunTimeoutError(f"the run passed its time limit before node {node!r}; raise run_timeout_s "
-                                  "or resume the run by its thread id")
-
-    def embedded(self) -> EmbeddedPersona:
-        mem = self.memo.get("embedded")
-        if mem is None:
-            mem = self.memo["embedded"] = self.components.personalizer.embedded(self.persona)
-        return mem  # type: ignore[no-any-return]
-
-    def input_image(self, state: AgentState) -> Image.Image | None:
-        path = state.get("init_image")
-        if not path:
-            return None
-        if "init_image" not in self.memo:
-            with Image.open(path) as im:
-                self.memo["init_image"] = im.convert("RGB")
-        return self.memo["init_image"]  # type: ignore[no-any-return]
+def _text(message: Any) -> str:
+    content = message.content
+    if isinstance(content, str):
+        return content
+    return " ".join(b.get("text", "") if isinstance(b, dict) else str(b) for b in content)
 
 
-def _ms(t0: float) -> float:
-    return round((time.perf_counter() - t0) * 1000, 3)
+def _request(state: Mapping[str, Any]) -> tuple[str, str, list[AnyMessage]]:
+    """This run's request: a new human message, else ``query``; and the message to record (if any)."""
+    msgs = state.get("messages") or []
+    last = msgs[-1] if msgs else None
+    if isinstance(last, HumanMessage) and last.id != state.get("request_id"):
+        return _text(last), str(last.id), []
+    query = state.get("query")
+    if not isinstance(query, str) or not query.strip():
+        raise EmptyQueryError("query must be a non-empty string, e.g. 'A preferred outdoor spot'")
+    rid = f"request-{uuid.uuid4().hex}"
+    return query, rid, [HumanMessage(content=query, id=rid)]
 
 
 # --------------------------------------------------------------------------- nodes
-def load_persona(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Fetch the persona's embedded memory; fall back to ``persona_only`` for a persona without posts."""
-    ctx = runtime.context
+def load_persona(state: AgentState, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Start a turn: the request, the persona's memory, the turn being refined; reset the per-run state.
+
+    Falls back to ``persona_only`` for a persona without posts (or raises with ``strict``).
+    """
+    ctx = run_context(state, runtime)
     ctx.check_deadline("load_persona")
     t0 = time.perf_counter()
+    query, request_id, new_messages = _request(state)
     mem = ctx.embedded()
-    method, fallback = state["method"], None
+    method, fallback = state.get("method") or "vprag", None
+    get_method(method)
     if not mem.persona.posts and method in CAPTION_METHODS:
         if ctx.components.strict:
             raise NoPostsError(f"persona {mem.persona_id!r} has no posts; add posts or use "
                                "method='persona_only'")
         fallback = f"persona {mem.persona_id!r} has no posts: fell back from {method!r} to 'persona_only'"
         method = "persona_only"
-    return {"method": method, "fallback": fallback, "persona_id": mem.persona_id,
-            "timings_ms": {"load_persona": _ms(t0)}}
+    prev = previous_turn(state.get("turns"), mem.persona_id) if state.get("refine") is not False else None
+    seed = state.get("seed")
+    update: dict[str, Any] = {k: None for k in _PER_RUN}
+    update.update(candidates=None, candidate_traces=None, images=None, refine=None,
+                  run_id=uuid.uuid4().hex, query=query, request_id=request_id, messages=new_messages,
+                  method=method, fallback=fallback, persona_id=mem.persona_id, previous=prev,
+                  retrieval_query=retrieval_query(query, prev),
+                  seed=int(seed) if seed is not None else random.SystemRandom().randrange(2 ** 30),
+                  timings_ms={RESET: 1, "load_persona": _ms(t0)})
+    return update
 
 
-def retrieve(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Embed the query and run the retrieval method (VPRAG or a baseline)."""
-    ctx = runtime.context
+def retrieve(state: AgentState, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Embed the (retrieval) query and run the retrieval method (VPRAG or a baseline)."""
+    ctx = run_context(state, runtime)
     ctx.check_deadline("retrieve")
     p = ctx.components.personalizer
     t0 = time.perf_counter()
-    q_emb = p.embedder.embed_one(state["query"])
+    q_emb = p.embedder.embed_one(state.get("retrieval_query") or state["query"])
     t1 = time.perf_counter()
     mem, method = ctx.embedded(), state["method"]
     cats = p.category_embeddings(mem.categories) if method in ("vprag", "comb") else {}
     trace = get_method(method)(q_emb, mem, cats, ctx.components.vprag_config or p.config)
+    if state.get("previous"):
+        trace.notes.append(f"follow-up: retrieval ran on {state['retrieval_query']!r}")
     timings = {"embed_query": round((t1 - t0) * 1000, 3), "retrieve": _ms(t1)}
     ctx.memo["trace"] = trace
-    return {"trace": trace.model_dump(), "timings_ms": timings}
+    dumped = trace.model_dump()
+    runtime.stream_writer({"event": "retrieval", "trace": dumped})
+    return {"trace": dumped, "timings_ms": timings}
 
 
-def rerank(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+def rerank(state: AgentState, runtime: Runtime[Any]) -> dict[str, Any]:
     """Learnable feedback (Algorithm 1, optional step): sample M candidate retrievals, keep argmax f_theta.
 
     Only in graphs built with ``rerank=True``. The chosen candidate's trace replaces the retrieval's, so
@@ -203,13 +186,15 @@ def rerank(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     """
     from vptt.agents.rerank import candidate_prompts
 
-    ctx = runtime.context
+    ctx = run_context(state, runtime)
     ctx.check_deadline("rerank")
     comps, t0 = ctx.components, time.perf_counter()
     mem = ctx.embedded()
     method = state["method"] if state["method"] in ("vprag", "comb") else None
-    if method is None:  # baselines have no retrieval knobs to sample
-        return {"rerank": {"skipped": f"method {state['method']!r} has no candidates to re-rank"}}
+    if method is None or comps.reranker is None:  # baselines have no retrieval knobs to sample
+        why = f"method {state['method']!r} has no candidates to re-rank" if method is None else \
+            "no feedback model configured"
+        return {"rerank": {"skipped": why}}
     cands = candidate_prompts(comps.personalizer, mem, state["query"], m=comps.rerank_m, seed=state["seed"],
                               method=method, composer=comps.composer, config=comps.vprag_config)
     res = comps.reranker.rerank(mem, [c.prompt for c in cands])
@@ -219,33 +204,53 @@ def rerank(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
     ctx.memo["trace"] = best.trace
     record = {"best_index": res.best_index, "scores": list(res.scores), "labels": [c.label for c in cands],
               "prompts": [c.prompt for c in cands], "embedder": res.embedder}
-    return {"rerank": record, "trace": best.trace.model_dump(), "timings_ms": {"rerank": _ms(t0)}}
+    dumped = best.trace.model_dump()
+    runtime.stream_writer({"event": "retrieval", "trace": dumped, "reranked": True})
+    return {"rerank": record, "trace": dumped, "timings_ms": {"rerank": _ms(t0)}}
 
 
-def _plan(state: AgentState, comps: AgentComponents) -> list[CandidateSpec]:
-    n_kept = sum(1 for e in state["trace"]["elements"] if e["status"] == "kept")
-    temperature_aware = bool(getattr(comps.composer, "supports_temperature", False))
-    return candidate_specs(comps.text_gate, n_kept, temperature_aware)
+def compose(state: AgentState, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Compose candidate i of the plan (the first: the plain composition of the retrieval).
 
-
-def compose(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Compose candidate i of the plan (the first: the plain composition of the retrieval)."""
-    ctx = runtime.context
+    A follow-up hands the previous turn to composers that take it (``supports_history``); for the others it
+    composes ``"{previous prompt}, {request}"`` plus the new elements the previous prompt lacks.
+    """
+    ctx = run_context(state, runtime)
     ctx.check_deadline("compose")
     comps = ctx.components
     i = len(state.get("candidates") or [])
-    spec = _plan(state, comps)[i]
+    spec = plan(state, comps)[i]
     base = ctx.memo.pop("trace", None) if i == 0 else None
     base = base if base is not None else RetrievalTrace.model_validate(state["trace"])
     trace = subset_trace(base, spec.keep) if spec.keep is not None else base
     persona, composer = ctx.embedded().persona, comps.composer
+    query, prev, kwargs = state["query"].strip(), state.get("previous"), {}
+    if prev and getattr(composer, "supports_history", False):
+        from vptt.agents.llm_composer import PreviousTurn
+
+        kwargs["previous"] = PreviousTurn(query=prev["query"], prompt=prev["prompt"],
+                                          trace=RetrievalTrace.model_validate(prev["trace"]))
+    elif prev:
+        trace = mark_repeated(trace, prev["prompt"])
+        summary = persona.summary if getattr(composer, "include_summary", False) else ""
+        query = refined_query(prev["prompt"], query, summary)
+    stream = None
+    if ctx.stream_tokens and getattr(composer, "supports_streaming", False):
+        stream = kwargs["on_token"] = TokenStream(runtime.stream_writer, i, getattr(composer, "name", "composer"))
     t0 = time.perf_counter()
     usage, temperature = None, None
-    if hasattr(composer, "compose_detailed"):
-        comp = composer.compose_detailed(state["query"].strip(), trace, persona, temperature=spec.temperature)
-        prompt, usage, temperature = comp.prompt, comp.usage.model_dump(), comp.temperature
-    else:
-        prompt = composer.compose(state["query"].strip(), trace, persona)
+    try:
+        if hasattr(composer, "compose_detailed"):
+            comp = composer.compose_detailed(query, trace, persona, temperature=spec.temperature, **kwargs)
+            prompt, usage, temperature = comp.prompt, comp.usage.model_dump(), comp.temperature
+        else:
+            prompt = composer.compose(query, trace, persona)
+    except Exception as exc:
+        if stream is not None:
+            stream.error(exc)
+        raise
+    if stream is not None:
+        stream.end(prompt)
     ctx.memo[("trace", i)] = trace
     cand = Candidate(index=i, label=spec.label, prompt=prompt, temperature=temperature,
                      n_elements=len(trace.kept_elements()), composer=getattr(composer, "name", "composer"),
@@ -254,134 +259,8 @@ def compose(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
             "timings_ms": {"compose": cand.compose_ms}}
 
 
-def _score(cand: Candidate, prior: list[dict[str, Any]], scorer: TextScorer, mem: EmbeddedPersona) -> None:
-    dup = next((c for c in prior if c["prompt"] == cand.prompt and c["score"] is not None), None)
-    if dup is not None:
-        cand.score, cand.terms, cand.duplicate_of = dup["score"], dup["terms"], dup["index"]
-    elif hasattr(scorer, "explain"):
-        cand.score, cand.terms = scorer.explain(mem, cand.prompt)
-    else:
-        cand.score = float(scorer(mem, cand.prompt))
-
-
-def text_gate(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Score the latest candidate; accept it, ask for another, or decide on the best (or reject)."""
-    ctx = runtime.context
-    ctx.check_deadline("text_gate")
-    comps, cfg = ctx.components, ctx.components.text_gate
-    t0 = time.perf_counter()
-    cand = Candidate.model_validate(state["pending"])
-    prior = list(state.get("candidates") or [])
-    after = "generate" if comps.generator is not None else "result"
-    scorer = comps.text_scorer
-    skipped = "no text scorer configured" if scorer is None else ""
-    if scorer is not None:
-        try:
-            _score(cand, prior, scorer, ctx.embedded())
-        except NoPostsError as exc:
-            skipped = f"cannot score: {exc}"
-    update: dict[str, Any] = {"timings_ms": {}}
-    if skipped:
-        decision = GateDecision(gate="text", passed=True, action="skipped", chosen=cand.index, evaluated=0,
-                                reason=skipped)
-    else:
-        cand.passed = cand.score >= cfg.threshold  # type: ignore[operator]
-        cands = [*(Candidate.model_validate(c) for c in prior), cand]
-        decision = _text_decision(cands, cfg, more=cand.index + 1 < len(_plan(state, comps)))
-    update["candidates"] = [cand.model_dump()]
-    update["timings_ms"] = {"text_gate": _ms(t0)}
-    if decision is None:
-        update["next_step"] = "compose"
-        return update
-    chosen = cand if decision.chosen == cand.index else Candidate.model_validate(prior[decision.chosen or 0])
-    update.update(text_gate=decision.model_dump(), chosen=chosen.index, prompt=chosen.prompt,
-                  next_step=after if decision.action != "reject" else "result")
-    return update
-
-
-def _text_decision(cands: list[Candidate], cfg: TextGateConfig, more: bool) -> GateDecision | None:
-    last = cands[-1]
-    if last.passed and cfg.stop_on_pass:
-        return GateDecision(gate="text", passed=True, action="accept", chosen=last.index,
-                            best_score=last.score, threshold=cfg.threshold, evaluated=len(cands),
-                            reason=f"candidate {last.index} scored {last.score:.4f} >= {cfg.threshold}")
-    if more:
-        return None
-    best = best_candidate(cands)
-    score = f"{best.score:.4f}" if best.score is not None else "n/a"
-    if best.passed:
-        action, reason = "accept", f"best of {len(cands)}: candidate {best.index} scored {score}"
-    elif cfg.on_reject == "best":
-        action, reason = "accept_best", (f"no candidate reached {cfg.threshold}; going on with the best "
-                                         f"(candidate {best.index}, {score})")
-    else:
-        action, reason = "reject", (f"early rejection: no candidate of {len(cands)} reached {cfg.threshold} "
-                                    f"(best {score}); no image generated")
-    return GateDecision(gate="text", passed=bool(best.passed), action=action, chosen=best.index,
-                        best_score=best.score, threshold=cfg.threshold, evaluated=len(cands), reason=reason)
-
-
-def generate(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Generate (or edit) one image with seed ``seed + attempt``; save it and record its parameters."""
-    ctx = runtime.context
-    ctx.check_deadline("generate")
-    comps = ctx.components
-    assert comps.generator is not None
-    attempt = len(state.get("images") or [])
-    writer = runtime.stream_writer
-
-    def progress(step: int, total: int) -> None:
-        writer({"node": "generate", "attempt": attempt, "step": step, "total": total})
-
-    req = GenerationRequest(prompt=state["prompt"], seed=state["seed"] + attempt,
-                            init_image=ctx.input_image(state), negative_prompt=comps.negative_prompt,
-                            deadline=ctx.deadline, on_progress=progress)
-    out = comps.generator.generate(req)
-    path = save_png(out.image, comps.image_dir(), f"{state['run_id']}-{attempt}")
-    ctx.memo[("image", attempt)] = out.image
-    rec = ImageRecord(attempt=attempt, path=str(path), seed=out.seed, params=out.params,
-                      generator=out.generator, elapsed_ms=out.elapsed_ms)
-    return {"pending_image": rec.model_dump(), "timings_ms": {"generate": out.elapsed_ms}}
-
-
-def image_gate(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Run the image evaluators; retry with a new seed below threshold, up to ``max_attempts``."""
-    ctx = runtime.context
-    ctx.check_deadline("image_gate")
-    comps = ctx.components
-    t0 = time.perf_counter()
-    rec = ImageRecord.model_validate(state["pending_image"])
-    image = ctx.memo.get(("image", rec.attempt))
-    image = image if image is not None else rec.image
-    gctx = ImageGateContext(persona=ctx.embedded(), query=state["query"], prompt=state["prompt"],
-                            init_image=ctx.input_image(state), attempt=rec.attempt)
-    rec.checks = run_image_checks(comps.evaluators, image, gctx) if comps.evaluators else []
-    rec.passed, margin = image_verdict(rec.checks)
-    update: dict[str, Any] = {"images": [rec.model_dump()], "timings_ms": {"image_gate": _ms(t0)}}
-    if not comps.evaluators:
-        decision = GateDecision(gate="image", passed=True, action="skipped", chosen=rec.attempt, evaluated=1,
-                                reason="no image evaluators configured")
-    elif rec.passed:
-        decision = GateDecision(gate="image", passed=True, action="accept", chosen=rec.attempt,
-                                best_score=margin, evaluated=rec.attempt + 1,
-                                reason=f"attempt {rec.attempt} passed every evaluator")
-    elif rec.attempt + 1 < comps.image_gate.max_attempts:
-        update["next_step"] = "generate"
-        return update
-    else:
-        records = [*(ImageRecord.model_validate(r) for r in state.get("images") or []), rec]
-        margins = [image_verdict(r.checks)[1] for r in records]
-        best = max(range(len(records)), key=lambda j: (margins[j], -j))
-        decision = GateDecision(gate="image", passed=False, action="accept_best", chosen=best,
-                                best_score=margins[best], evaluated=len(records),
-                                reason=f"no image of {len(records)} passed; kept attempt {best} "
-                                       f"(margin {margins[best]:.4f})")
-    update.update(image_gate=decision.model_dump(), next_step="result")
-    return update
-
-
-def result(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    """Settle the run's status."""
+def result(state: AgentState, runtime: Runtime[Any]) -> dict[str, Any]:
+    """Settle the run's status and record the turn (and the chat reply) in the conversation."""
     gate = state.get("text_gate") or {}
     if gate.get("action") == "reject":
         status = "rejected"
@@ -391,11 +270,22 @@ def result(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
         status = "image_rejected"
     else:
         status = "completed"
-    return {"status": status}
+    traces = state.get("candidate_traces") or []
+    chosen = state.get("chosen") or 0
+    trace = traces[chosen] if chosen < len(traces) else (state.get("trace") or {})
+    prompt = state.get("prompt") or ""
+    prev = state.get("previous") or {}
+    turn = Turn(run_id=state["run_id"], persona_id=state["persona_id"], query=state["query"],
+                retrieval_query=state.get("retrieval_query") or state["query"], prompt=prompt,
+                method=state["method"], status=status, refines=prev.get("run_id"), trace=trace)
+    reply = AIMessage(content=prompt, id=f"prompt-{state['run_id']}",
+                      response_metadata={"status": status, "persona_id": state["persona_id"],
+                                         "run_id": state["run_id"]})
+    return {"status": status, "turns": [turn.model_dump()], "messages": [reply]}
 
 
 def _route(state: AgentState) -> str:
-    return state["next_step"]
+    return state["next_step"]  # type: ignore[return-value]
 
 
 def build_graph(rerank_node: bool = False) -> StateGraph:
@@ -403,7 +293,7 @@ def build_graph(rerank_node: bool = False) -> StateGraph:
 
     ``rerank_node`` inserts the learnable-feedback re-ranker between ``retrieve`` and ``compose``.
     """
-    g = StateGraph(AgentState, context_schema=RunContext)
+    g = StateGraph(AgentState, context_schema=AgentContext)
     nodes = (load_persona, retrieve, *((rerank,) if rerank_node else ()), compose, text_gate, generate,
              image_gate, result)
     for fn in nodes:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,6 +178,14 @@ class Composition(BaseModel):
     called: bool = True
 
 
+class PreviousTurn(BaseModel):
+    """The earlier turn of a conversation that a follow-up refines: its query, retrieval and prompt."""
+
+    query: str
+    trace: RetrievalTrace
+    prompt: str
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
@@ -188,14 +197,33 @@ def memory_payload(query: str, trace: RetrievalTrace, persona: Persona,
     return given.payload(cfg.max_elements, cfg.max_captions)
 
 
-def build_messages(query: str, trace: RetrievalTrace, persona: Persona, cfg: LLMComposerConfig
-                   ) -> list[dict[str, str]]:
-    """System + user messages; persona memory only inside the escaped, delimited JSON block."""
+def _memory_block(query: str, trace: RetrievalTrace, persona: Persona, cfg: LLMComposerConfig) -> str:
     data = _escape(json.dumps(memory_payload(query, trace, persona, cfg), ensure_ascii=False, indent=1))
-    user = (f"{MEMORY_OPEN}\n{data}\n{MEMORY_CLOSE}\n"
-            f"Compose the personalized prompt for this query (at most {cfg.max_words} words).")
-    return [{"role": "system", "content": SYSTEM_TEMPLATE.format(max_words=cfg.max_words)},
-            {"role": "user", "content": user}]
+    return f"{MEMORY_OPEN}\n{data}\n{MEMORY_CLOSE}\n"
+
+
+def build_messages(query: str, trace: RetrievalTrace, persona: Persona, cfg: LLMComposerConfig,
+                   previous: PreviousTurn | None = None) -> list[dict[str, str]]:
+    """System + user messages; persona memory only inside the escaped, delimited JSON block.
+
+    With ``previous`` (a follow-up in a conversation) the earlier turn comes first as conversation context:
+    its user message (rebuilt from its query and trace), the prompt the model answered, then the new request
+    with the new retrieval, asking for a refinement of that prompt.
+    """
+    messages = [{"role": "system", "content": SYSTEM_TEMPLATE.format(max_words=cfg.max_words)}]
+    if previous is not None:
+        messages += [{"role": "user", "content": _memory_block(previous.query, previous.trace, persona, cfg) +
+                      f"Compose the personalized prompt for this query (at most {cfg.max_words} words)."},
+                     {"role": "assistant", "content": previous.prompt}]
+        request = _escape(json.dumps(query.strip(), ensure_ascii=False))
+        messages.append({"role": "user", "content": _memory_block(query, trace, persona, cfg) +
+                         f"Refine your previous prompt following this request: {request}. Keep what the "
+                         f"request does not change; answer with the whole new prompt (at most {cfg.max_words} "
+                         "words)."})
+        return messages
+    messages.append({"role": "user", "content": _memory_block(query, trace, persona, cfg) +
+                     f"Compose the personalized prompt for this query (at most {cfg.max_words} words)."})
+    return messages
 
 
 def estimate_chat_tokens(messages: list[dict[str, str]]) -> int:
@@ -224,6 +252,8 @@ class LLMComposer:
     """
 
     supports_temperature = True
+    supports_history = True  # compose_detailed(previous=...) refines an earlier turn
+    supports_streaming = True  # compose_detailed(on_token=...) streams text deltas
 
     def __init__(self, config: LLMComposerConfig | None = None, *, http_client: httpx.Client | None = None,
                  async_http_client: httpx.AsyncClient | None = None, client: Any = None,
@@ -276,15 +306,17 @@ class LLMComposer:
 
     # -- requests ------------------------------------------------------------------------------------------
     def chat_request(self, query: str, trace: RetrievalTrace, persona: Persona, *,
-                     temperature: float | None = None, seed: int | None = -1, tag: str = "") -> ChatRequest | None:
+                     temperature: float | None = None, seed: int | None = -1, tag: str = "",
+                     previous: PreviousTurn | None = None) -> ChatRequest | None:
         """The request for this composition; None for Baseline (p' = p, no call).
 
-        ``temperature`` overrides the configured one; ``seed=-1`` keeps the configured seed.
+        ``temperature`` overrides the configured one; ``seed=-1`` keeps the configured seed; ``previous`` is
+        the turn a follow-up refines (conversation context).
         """
         if trace.method == "baseline":
             return None
         c = self.config
-        messages = build_messages(query, trace, persona, c)
+        messages = build_messages(query, trace, persona, c, previous)
         return ChatRequest(model=c.model, messages=tuple((m["role"], m["content"]) for m in messages),
                            temperature=c.temperature if temperature is None else temperature, top_p=c.top_p,
                            max_tokens=c.max_tokens, seed=c.seed if seed == -1 else seed, tag=tag)
@@ -308,24 +340,52 @@ class LLMComposer:
         return self.compose_detailed(query, trace, persona).prompt
 
     def compose_detailed(self, query: str, trace: RetrievalTrace, persona: Persona, *,
-                         temperature: float | None = None, seed: int | None = -1) -> Composition:
-        """Compose with optional temperature/seed overrides (``seed=-1`` keeps the configured seed)."""
-        request = self.chat_request(query, trace, persona, temperature=temperature, seed=seed)
+                         temperature: float | None = None, seed: int | None = -1,
+                         previous: PreviousTurn | None = None,
+                         on_token: Callable[[str], None] | None = None) -> Composition:
+        """Compose with optional temperature/seed overrides (``seed=-1`` keeps the configured seed).
+
+        Args:
+            previous: the turn a follow-up refines (sent as conversation context).
+            on_token: called with each text delta as the model streams it (``stream=True``); a retried
+                request streams again from its start.
+        """
+        request = self.chat_request(query, trace, persona, temperature=temperature, seed=seed, previous=previous)
         if request is None:
             return self.no_call(query, trace)
-        resp = call_with_retry(lambda: self._sync_client().chat.completions.create(**request.body()),
-                               what=self._what, retry=self.config.retry, secrets=self._secrets)
-        return self.finish(_reply_of(resp, request.model, self._what, self._secrets), request, trace)
+
+        def call() -> ChatReply:
+            if on_token is None:
+                resp = self._sync_client().chat.completions.create(**request.body())
+                return _reply_of(resp, request.model, self._what, self._secrets)
+            stream = _Stream(request.model, on_token)
+            for chunk in self._sync_client().chat.completions.create(**request.body(), stream=True):
+                stream.add(chunk)
+            return stream.reply()
+
+        reply = call_with_retry(call, what=self._what, retry=self.config.retry, secrets=self._secrets)
+        return self.finish(reply, request, trace)
 
     async def acompose_detailed(self, query: str, trace: RetrievalTrace, persona: Persona, *,
-                                temperature: float | None = None, seed: int | None = -1) -> Composition:
+                                temperature: float | None = None, seed: int | None = -1,
+                                previous: PreviousTurn | None = None,
+                                on_token: Callable[[str], None] | None = None) -> Composition:
         """Async :meth:`compose_detailed` (``openai.AsyncOpenAI``)."""
-        request = self.chat_request(query, trace, persona, temperature=temperature, seed=seed)
+        request = self.chat_request(query, trace, persona, temperature=temperature, seed=seed, previous=previous)
         if request is None:
             return self.no_call(query, trace)
-        resp = await acall_with_retry(lambda: self._async_client().chat.completions.create(**request.body()),
-                                      what=self._what, retry=self.config.retry, secrets=self._secrets)
-        return self.finish(_reply_of(resp, request.model, self._what, self._secrets), request, trace)
+
+        async def call() -> ChatReply:
+            if on_token is None:
+                resp = await self._async_client().chat.completions.create(**request.body())
+                return _reply_of(resp, request.model, self._what, self._secrets)
+            stream = _Stream(request.model, on_token)
+            async for chunk in await self._async_client().chat.completions.create(**request.body(), stream=True):
+                stream.add(chunk)
+            return stream.reply()
+
+        reply = await acall_with_retry(call, what=self._what, retry=self.config.retry, secrets=self._secrets)
+        return self.finish(reply, request, trace)
 
     def no_call(self, query: str, trace: RetrievalTrace) -> Composition:
         """Baseline's composition: p' = p, no call, no tokens."""
@@ -368,6 +428,32 @@ class LLMComposer:
                            seed=request.seed, top_p=request.top_p, max_tokens=request.max_tokens, usage=usage,
                            truncated=truncated, finish_reason=reply.finish_reason, latency_s=reply.latency_s,
                            cached=reply.cached)
+
+
+class _Stream:
+    """Collects a streamed chat completion: text deltas (each passed to ``on_token``), finish reason, usage."""
+
+    def __init__(self, model: str, on_token: Callable[[str], None]) -> None:
+        self.model, self.on_token = model, on_token
+        self.parts: list[str] = []
+        self.finish: str | None = None
+        self.usage: Any = None
+
+    def add(self, chunk: Any) -> None:
+        choices = getattr(chunk, "choices", None) or []
+        self.usage = getattr(chunk, "usage", None) or self.usage
+        if not choices:
+            return
+        delta = getattr(getattr(choices[0], "delta", None), "content", None) or ""
+        self.finish = getattr(choices[0], "finish_reason", None) or self.finish
+        if delta:
+            self.parts.append(delta)
+            self.on_token(delta)
+
+    def reply(self) -> ChatReply:
+        return ChatReply(text="".join(self.parts), model=self.model, finish_reason=self.finish,
+                         prompt_tokens=getattr(self.usage, "prompt_tokens", None),
+                         completion_tokens=getattr(self.usage, "completion_tokens", None))
 
 
 def llm_row_fields(comp: Composition) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class PersonalizationResult(BaseModel):
         candidates / text_gate: every prompt the text gate saw and what it decided (empty without a gate).
         images / image_gate: every generated image and the image gate's decision (empty without a generator).
         rerank: feedback re-ranking: candidates, predicted scores and the chosen index.
+        refines / previous_prompt: for a follow-up in a conversation thread, the run id and the prompt of the
+            turn this run refined (None for a first turn).
 
     The same type comes back from :func:`vptt.personalize`, :meth:`Personalizer.personalize` and
     :class:`PersonalizationAgent` runs; its ``repr`` is one line, the full trace stays in ``.trace``.
@@ -54,6 +56,8 @@ class PersonalizationResult(BaseModel):
     images: list[ImageRecord] = Field(default_factory=list)
     image_gate: GateDecision | None = None
     rerank: dict[str, Any] | None = None
+    refines: str | None = None
+    previous_prompt: str | None = None
 
     def __str__(self) -> str:
         return self.prompt

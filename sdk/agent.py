@@ -1,13 +1,15 @@
 """The personalization agent: persona memory -> retrieval -> composition -> text gate -> image -> image gate.
 
-:class:`PersonalizationAgent` runs :func:`agents.graph.build_graph` (a LangGraph ``StateGraph``, compiled
-once per agent) around a :class:`~sdk.personalizer.Personalizer`. Runs can be checkpointed to SQLite and
-resumed by thread id, streamed node by node (chat apps) and awaited.
+:class:`PersonalizationAgent` runs :func:`vptt.agents.graph.build_graph` (a LangGraph ``StateGraph``, compiled
+once per agent) around a :class:`~vptt.agents.personalizer.Personalizer`. A thread id names a conversation:
+every run in it is a turn, and a follow-up ("now make it autumn") refines the previous prompt for the same
+persona. Runs can be checkpointed (SQLite by default, or any injected ``BaseCheckpointSaver``) and resumed by
+thread id, streamed (node updates, composer tokens, retrieval traces, gate decisions, images) and awaited.
 
 Example:
     >>> agent = PersonalizationAgent(personalizer, checkpoint="runs.sqlite")       # doctest: +SKIP
-    >>> res = agent.run("p01_kyoto_ceramicist", "A preferred outdoor spot")        # doctest: +SKIP
-    >>> res.status, res.prompt, [c.score for c in res.candidates]                  # doctest: +SKIP
+    >>> res = agent.run("p01_kyoto_ceramicist", "A preferred outdoor spot", thread_id="chat-1")  # doctest: +SKIP
+    >>> agent.run("p01_kyoto_ceramicist", "now make it autumn", thread_id="chat-1").prompt       # doctest: +SKIP
     >>> for event in agent.stream("p01_kyoto_ceramicist", "A cup of tea"):        # doctest: +SKIP
     ...     print(event.kind, event.node)
 """
@@ -15,12 +17,9 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -31,6 +30,8 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from vptt.agents.composer import Composer
+from vptt.agents.context import AgentComponents, AgentContext, RunContext, components_for
+from vptt.agents.conversation import Turn
 from vptt.agents.gates import (
     ImageEvaluator,
     ImageGateConfig,
@@ -41,7 +42,7 @@ from vptt.agents.gates import (
     default_text_scorer,
 )
 from vptt.agents.generators import ImageGenerator, build_generator, save_png
-from vptt.agents.graph import AgentComponents, RunContext, build_graph, recursion_limit
+from vptt.agents.graph import build_graph, recursion_limit
 from vptt.agents.llm_composer import LLMComposer, LLMComposerConfig
 from vptt.agents.methods import get_method
 from vptt.agents.personalizer import Personalizer
@@ -51,10 +52,13 @@ from vptt.core.checks import check_persona_arg, check_query
 from vptt.core.errors import ConfigError
 from vptt.core.models import Persona
 from vptt.core.providers import RunTimeoutError
+from vptt.sdk._checkpoints import Checkpoints
 
 log = logging.getLogger("vptt.agents")
 InputImage = Union[Image.Image, str, "os.PathLike[str]", None]
-_INTERNAL = frozenset({"trace", "candidate_traces", "persona_json"})
+_INTERNAL = frozenset({"trace", "candidate_traces", "persona_json", "messages", "turns", "previous",
+                       "agent_options"})
+EventKind = Literal["node", "progress", "token", "retrieval", "candidate", "gate", "image", "result"]
 
 
 class AgentConfig(BaseModel):
@@ -62,10 +66,13 @@ class AgentConfig(BaseModel):
 
     Args:
         text_gate / image_gate: gate settings.
-        checkpoint: SQLite file for checkpoints (resume by thread id), ``":memory:"`` for in-process ones,
-            None for none (fastest).
+        checkpoint: SQLite file for checkpoints (threads, resume), ``":memory:"`` for in-process ones, None for
+            none (fastest). An injected ``checkpointer=`` wins over it.
         durability: when checkpoints are written: ``"sync"`` (before the next step), ``"async"``, ``"exit"``.
         save_dir: where generated images go (default: a temporary directory of this agent).
+        persona_subdirs: write each persona's images in its own folder under ``save_dir`` (servers).
+        auto_thread: with checkpoints on, give a run without ``thread_id`` a thread of its own (resumable);
+            False: such runs are not checkpointed (faster; servers checkpoint conversations only).
         seed: base seed of image generation (attempt ``a`` uses ``seed + a``); None draws one per run.
         run_timeout_s: hard limit of one run (checked between nodes and every denoising step; async runs are
             also cancelled).
@@ -80,6 +87,8 @@ class AgentConfig(BaseModel):
     checkpoint: str | Path | None = None
     durability: Literal["sync", "async", "exit"] = "sync"
     save_dir: Path | None = None
+    persona_subdirs: bool = False
+    auto_thread: bool = True
     seed: int | None = None
     run_timeout_s: float | None = Field(default=None, gt=0)
     strict: bool = False
@@ -87,12 +96,20 @@ class AgentConfig(BaseModel):
 
 
 class NodeEvent(BaseModel):
-    """A streamed event: a node finished (``node``), generation progress (``progress``), or the ``result``."""
+    """A streamed event.
 
-    kind: Literal["node", "progress", "result"]
+    ``kind``: ``node`` (a node finished; ``data`` is its state update), ``token`` (a composer text delta),
+    ``retrieval`` (the retrieval trace), ``candidate`` (a scored candidate prompt), ``gate`` (a text or image
+    gate decision), ``image`` (an image was saved), ``progress`` (a denoising step) and, last, ``result``.
+    """
+
+    kind: EventKind
     node: str
     data: dict[str, Any] = Field(default_factory=dict)
     result: PersonalizationResult | None = None
+
+
+_NODE_OF = {"token": "compose", "retrieval": "retrieve", "candidate": "text_gate", "image": "generate"}
 
 
 class PersonalizationAgent:
@@ -107,6 +124,9 @@ class PersonalizationAgent:
             :class:`ImageGenerator`; ``generator_options`` are its keyword arguments.
         evaluators: image evaluators of the image gate.
         config: :class:`AgentConfig`; keyword arguments override its fields.
+        checkpointer: any LangGraph ``BaseCheckpointSaver`` (e.g. ``PostgresSaver``); default: ``checkpoint``.
+        options: how this agent was configured, as plain data without secrets; stored with each run so a
+            resume in another process can rebuild the same agent (the CLI uses it).
     """
 
     def __init__(self, personalizer: Personalizer | None = None, *,
@@ -115,75 +135,55 @@ class PersonalizationAgent:
                  generator: ImageGenerator | str | None = None,
                  generator_options: dict[str, Any] | None = None,
                  evaluators: Sequence[ImageEvaluator] = (), config: AgentConfig | None = None,
-                 reranker: Any = None, rerank_m: int = 8, **overrides: Any) -> None:
+                 reranker: Any = None, rerank_m: int = 8, checkpointer: Any = None,
+                 options: dict[str, Any] | None = None, **overrides: Any) -> None:
         self.config = AgentConfig(**{**dict(config or AgentConfig()), **overrides})
         self.personalizer = personalizer or Personalizer()
+        self.options = dict(options or {})
         if isinstance(composer, LLMComposerConfig):
             composer = LLMComposer(composer)
         scorer = default_text_scorer(self.personalizer.embedder) if text_scorer == "vptt" else text_scorer
         if scorer is not None:
             check_text_gate(self.config.text_gate, scorer)
+        c = self.config
         self.components = AgentComponents(
             personalizer=self.personalizer, composer=composer or self.personalizer.composer,
-            text_scorer=scorer, text_gate=self.config.text_gate,  # type: ignore[arg-type]
+            text_scorer=scorer, text_gate=c.text_gate,  # type: ignore[arg-type]
             generator=build_generator(generator, **(generator_options or {})), evaluators=tuple(evaluators),
-            image_gate=self.config.image_gate, save_dir=self.config.save_dir, strict=self.config.strict,
-            negative_prompt=self.config.negative_prompt, reranker=reranker, rerank_m=rerank_m)
-        self._builder = build_graph(rerank_node=reranker is not None)
-        self._graph = self._builder.compile()
-        self._saved: Any = None
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-        self._limit = recursion_limit(self.config.text_gate, self.config.image_gate)
+            image_gate=c.image_gate, save_dir=c.save_dir, strict=c.strict, negative_prompt=c.negative_prompt,
+            reranker=reranker, rerank_m=rerank_m, persona_subdirs=c.persona_subdirs)
+        builder = build_graph(rerank_node=reranker is not None)
+        self._graph = builder.compile(name="vptt")
+        self._checkpoints = Checkpoints(builder, c.checkpoint, checkpointer)
+        self._limit = recursion_limit(c.text_gate, c.image_gate)
+
+    @classmethod
+    def from_context(cls, context: AgentContext, **config: Any) -> PersonalizationAgent:
+        """An agent from plain configuration, built as a served graph builds its components.
+
+        Args:
+            context: names, endpoints and numbers (keys come from the environment).
+            **config: :class:`AgentConfig` fields and ``checkpointer``.
+        """
+        c = components_for(context)
+        config.setdefault("save_dir", c.save_dir)
+        config.setdefault("strict", c.strict)
+        return cls(c.personalizer, composer=c.composer, text_scorer=c.text_scorer, generator=c.generator,
+                   reranker=c.reranker, text_gate=c.text_gate, **config)
 
     def __repr__(self) -> str:
         c = self.components
         return (f"PersonalizationAgent(composer={getattr(c.composer, 'name', c.composer)!r}, "
                 f"generator={getattr(c.generator, 'name', None)!r}, "
                 f"text_scorer={getattr(c.text_scorer, 'name', None)!r}, "
-                f"evaluators={[e.name for e in c.evaluators]}, checkpoint={self.config.checkpoint!r})")
+                f"evaluators={[e.name for e in c.evaluators]}, checkpoint={self._checkpoints.describe()})")
 
-    # -- graphs ----------------------------------------------------------------------------------------------
     def _checkpointed(self) -> Any:
-        path = self.config.checkpoint
-        if path is None:
-            raise ConfigError("this agent keeps no checkpoints; create it with checkpoint='runs.sqlite' (or "
-                              "':memory:') to use thread ids and resume")
-        with self._lock:
-            return self._saved or self._compile_checkpointed(str(path))
-
-    def _compile_checkpointed(self, path: str) -> Any:
-        if path == ":memory:":
-            from langgraph.checkpoint.memory import InMemorySaver
-
-            saver: Any = InMemorySaver()
-        else:
-            from langgraph.checkpoint.sqlite import SqliteSaver
-
-            self._conn = sqlite3.connect(path, check_same_thread=False)
-            self._conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: safe if the process dies
-            saver = SqliteSaver(self._conn)
-        self._saved = self._builder.compile(checkpointer=saver)
-        return self._saved
-
-    @contextlib.asynccontextmanager
-    async def _agraph(self, thread_id: str | None) -> AsyncIterator[Any]:
-        path = self.config.checkpoint
-        if thread_id is None:
-            yield self._graph
-        elif str(path) == ":memory:":
-            yield self._checkpointed()
-        else:
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-            async with AsyncSqliteSaver.from_conn_string(str(path)) as saver:
-                yield self._builder.compile(checkpointer=saver)
+        return self._checkpoints.graph()
 
     def close(self) -> None:
-        """Close the checkpoint database."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn, self._saved = None, None
+        """Close the checkpoint database this agent opened."""
+        self._checkpoints.close()
 
     def __enter__(self) -> PersonalizationAgent:
         return self
@@ -193,7 +193,7 @@ class PersonalizationAgent:
 
     # -- preparing a run -------------------------------------------------------------------------------------
     def _prepare(self, persona: Persona | str, query: str, method: str, thread_id: str | None,
-                 init_image: InputImage, seed: int | None
+                 init_image: InputImage, seed: int | None, refine: bool, streaming: bool = False
                  ) -> tuple[dict[str, Any], dict[str, Any], RunContext]:
         check_query(query)
         persona = check_persona_arg(persona)
@@ -201,27 +201,29 @@ class PersonalizationAgent:
         gen = self.components.generator
         if init_image is not None and gen is not None and not gen.supports_edit:
             raise ConfigError(f"{gen.name} cannot edit images; drop init_image or use a generator that edits")
-        if thread_id is None and self.config.checkpoint is not None:
+        if thread_id is None and self._checkpoints.enabled and self.config.auto_thread:
             thread_id = uuid.uuid4().hex
-        elif thread_id is not None and self._checkpointed().get_state(self._config(thread_id)).values:
-            raise ConfigError(f"thread {thread_id!r} already holds a run; finish it with "
-                              f"resume({thread_id!r}) or start a new run under a new thread_id")
-        run_id = (thread_id or uuid.uuid4().hex)[:16]
+        elif thread_id is not None:
+            snap = self._checkpointed().get_state(self._config(thread_id))
+            if snap.next:
+                raise ConfigError(f"thread {thread_id!r} has an unfinished run (next: {', '.join(snap.next)}); "
+                                  f"finish it with resume({thread_id!r}) before the next request")
         if seed is None:
             seed = self.config.seed
         if seed is None:
             seed = random.SystemRandom().randrange(2 ** 30)
         pid = persona if isinstance(persona, str) else persona.persona_id
-        state = {"run_id": run_id, "persona_id": pid, "query": query, "method": method, "seed": int(seed),
-                 "init_image": self._input_path(init_image, run_id),
-                 "persona_json": None if isinstance(persona, str) else persona.model_dump_json()}
-        return state, self._config(thread_id), self._context(persona, pid)
+        state = {"persona_id": pid, "query": query, "method": method, "seed": int(seed), "refine": refine,
+                 "init_image": self._input_path(init_image),
+                 "persona_json": None if isinstance(persona, str) else persona.model_dump_json(),
+                 "agent_options": self.options or None}
+        return state, self._config(thread_id), self._context(persona, pid, streaming)
 
-    def _input_path(self, image: InputImage, run_id: str) -> str | None:
+    def _input_path(self, image: InputImage) -> str | None:
         if image is None:
             return None
         if isinstance(image, Image.Image):
-            return str(save_png(image, self.components.image_dir(), f"{run_id}-input"))
+            return str(save_png(image, self.components.image_dir(), f"input-{uuid.uuid4().hex}"))
         if not Path(image).is_file():
             raise ConfigError(f"init_image {os.fspath(image)!r} is not a file; pass a PIL image or a path")
         return os.fspath(image)
@@ -232,26 +234,29 @@ class PersonalizationAgent:
             cfg["configurable"] = {"thread_id": thread_id}
         return cfg
 
-    def _context(self, persona: Persona | str, pid: str) -> RunContext:
+    def _context(self, persona: Persona | str, pid: str, streaming: bool = False) -> RunContext:
         t = self.config.run_timeout_s
-        return RunContext(self.components, persona, pid, deadline=time.monotonic() + t if t else None)
+        return RunContext(self.components, persona, pid, deadline=time.monotonic() + t if t else None,
+                          stream_tokens=streaming)
 
     def _result(self, values: dict[str, Any], cfg: dict[str, Any], ctx: RunContext, t0: float) -> PersonalizationResult:
         traces = values.get("candidate_traces") or []
-        chosen = values.get("chosen", 0)
+        chosen = values.get("chosen") or 0
         trace = ctx.memo.get(("trace", chosen)) or RetrievalTrace.model_validate(
             traces[chosen] if chosen < len(traces) else values["trace"])
         images = [ImageRecord.model_validate(r) for r in values.get("images") or []]
         for rec in images:
             rec._image = ctx.memo.get(("image", rec.attempt))
         timings = {**values.get("timings_ms", {}), "total": round((time.perf_counter() - t0) * 1000, 3)}
+        prev = values.get("previous") or {}
         res = PersonalizationResult(
-            prompt=values.get("prompt", ""), query=values["query"], method=values["method"],
+            prompt=values.get("prompt") or "", query=values["query"], method=values["method"],
             persona_id=values["persona_id"], trace=trace, timings_ms=timings, fallback=values.get("fallback"),
             status=values["status"], run_id=values["run_id"], seed=values.get("seed"),
             thread_id=cfg.get("configurable", {}).get("thread_id"),
             candidates=values.get("candidates") or [], text_gate=values.get("text_gate"), images=images,
-            image_gate=values.get("image_gate"), rerank=values.get("rerank"))
+            image_gate=values.get("image_gate"), rerank=values.get("rerank"), refines=prev.get("run_id"),
+            previous_prompt=prev.get("prompt"))
         log.debug("run %s for %s: %s", res.run_id, res.persona_id, res.status)
         return res
 
@@ -261,18 +266,24 @@ class PersonalizationAgent:
     def _kw(self, cfg: dict[str, Any]) -> dict[str, Any]:  # durability only means something with checkpoints
         return {"durability": self.config.durability} if "configurable" in cfg else {}
 
+    @staticmethod
+    def _tid(cfg: dict[str, Any]) -> str | None:
+        return cfg.get("configurable", {}).get("thread_id")
+
     # -- running ---------------------------------------------------------------------------------------------
     def run(self, persona: Persona | str, query: str, *, method: str = "vprag", thread_id: str | None = None,
-            init_image: InputImage = None, seed: int | None = None) -> PersonalizationResult:
-        """Run the graph once and return the :class:`PersonalizationResult`.
+            init_image: InputImage = None, seed: int | None = None, refine: bool = True) -> PersonalizationResult:
+        """Run the graph once (one turn) and return the :class:`PersonalizationResult`.
 
         Args:
             persona: a Persona or the id of a stored persona.
-            query: what the user asked for.
+            query: what the user asked for (in a thread: a follow-up such as ``"now make it autumn"``).
             method: retrieval method (``vprag``, ``brag``, ``comb``, ``persona_only``, ``baseline``).
-            thread_id: checkpoint thread (needs ``checkpoint``); one is made when checkpoints are on.
+            thread_id: the conversation (needs a checkpointer); one is made when checkpoints are on.
             init_image: the image to edit (edit tasks), a PIL image or a path.
             seed: base seed of this run's image generation.
+            refine: in a thread that already has a turn for this persona, refine its prompt (False: start
+                afresh in the same thread).
 
         Raises:
             EmptyQueryError, ConfigError, PersonaNotFoundError: bad arguments (checked before anything runs).
@@ -280,24 +291,25 @@ class PersonalizationAgent:
             RunTimeoutError: the run passed ``run_timeout_s``.
         """
         t0 = time.perf_counter()
-        state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed)
-        values = self._graph_for(cfg).invoke(state, cfg, context=ctx, **self._kw(cfg))
+        with self._checkpoints.thread(thread_id):
+            state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed, refine)
+            values = self._graph_for(cfg).invoke(state, cfg, context=ctx, **self._kw(cfg))
         return self._result(values, cfg, ctx, t0)
 
     def resume(self, thread_id: str, *, persona: Persona | None = None) -> PersonalizationResult:
-        """Finish (or fetch) the run checkpointed under ``thread_id`` after a failure or an interruption."""
+        """Finish (or fetch) the last run of ``thread_id`` after a failure or an interruption."""
         t0 = time.perf_counter()
         cfg = self._config(thread_id)
         graph = self._checkpointed()
-        snap = graph.get_state(cfg)
-        ctx = self._resume_context(snap.values, thread_id, persona)
-        values = graph.invoke(None, cfg, context=ctx, **self._kw(cfg)) if snap.next \
-            else snap.values
+        with self._checkpoints.thread(thread_id):
+            snap = graph.get_state(cfg)
+            ctx = self._resume_context(snap.values, thread_id, persona)
+            values = graph.invoke(None, cfg, context=ctx, **self._kw(cfg)) if snap.next else snap.values
         return self._result(values, cfg, ctx, t0)
 
     def _resume_context(self, values: dict[str, Any], thread_id: str, persona: Persona | None) -> RunContext:
-        if not values:
-            raise ConfigError(f"no run with thread_id {thread_id!r} in {self.config.checkpoint!r}")
+        if not values or "run_id" not in values:
+            raise ConfigError(f"no run with thread_id {thread_id!r} in {self._checkpoints.describe()}")
         if persona is None:
             blob = values.get("persona_json")
             persona_ref: Persona | str = Persona.model_validate_json(blob) if blob else values["persona_id"]
@@ -305,29 +317,42 @@ class PersonalizationAgent:
             persona_ref = persona
         return self._context(persona_ref, values["persona_id"])
 
+    def history(self, thread_id: str) -> list[Turn]:
+        """The finished turns of a conversation, oldest first."""
+        values = self._checkpointed().get_state(self._config(thread_id)).values
+        return [Turn.model_validate(t) for t in values.get("turns") or []]
+
+    def thread_state(self, thread_id: str) -> dict[str, Any]:
+        """The raw checkpointed state of a thread (plain data and chat messages); empty if none."""
+        return dict(self._checkpointed().get_state(self._config(thread_id)).values)
+
     async def arun(self, persona: Persona | str, query: str, *, method: str = "vprag",
                    thread_id: str | None = None, init_image: InputImage = None,
-                   seed: int | None = None) -> PersonalizationResult:
+                   seed: int | None = None, refine: bool = True) -> PersonalizationResult:
         """Async :meth:`run` (nodes run in worker threads; ``run_timeout_s`` cancels the run)."""
         t0 = time.perf_counter()
-        state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed)
-        async with self._agraph(cfg.get("configurable", {}).get("thread_id")) as graph:
-            coro = graph.ainvoke(state, cfg, context=ctx, **self._kw(cfg))
-            values = await self._with_timeout(coro)
+        async with self._checkpoints.athread(thread_id):
+            state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed, refine)
+            async with self._agraph(cfg) as graph:
+                values = await self._with_timeout(graph.ainvoke(state, cfg, context=ctx, **self._kw(cfg)))
         return self._result(values, cfg, ctx, t0)
 
     async def aresume(self, thread_id: str, *, persona: Persona | None = None) -> PersonalizationResult:
         """Async :meth:`resume`."""
         t0 = time.perf_counter()
         cfg = self._config(thread_id)
-        self._checkpointed()
-        async with self._agraph(thread_id) as graph:
+        async with self._checkpoints.athread(thread_id), self._checkpoints.agraph() as graph:
             snap = await graph.aget_state(cfg)
             ctx = self._resume_context(snap.values, thread_id, persona)
             values = snap.values
             if snap.next:
                 values = await self._with_timeout(graph.ainvoke(None, cfg, context=ctx, **self._kw(cfg)))
         return self._result(values, cfg, ctx, t0)
+
+    def _agraph(self, cfg: dict[str, Any]) -> Any:
+        if "configurable" in cfg:
+            return self._checkpoints.agraph()
+        return _Plain(self._graph)
 
     async def _with_timeout(self, coro: Any) -> Any:
         t = self.config.run_timeout_s
@@ -340,40 +365,60 @@ class PersonalizationAgent:
     # -- streaming -------------------------------------------------------------------------------------------
     def stream(self, persona: Persona | str, query: str, *, method: str = "vprag",
                thread_id: str | None = None, init_image: InputImage = None,
-               seed: int | None = None) -> Iterator[NodeEvent]:
-        """Run and yield a :class:`NodeEvent` per finished node and per progress step, then the result."""
+               seed: int | None = None, refine: bool = True) -> Iterator[NodeEvent]:
+        """Run and yield :class:`NodeEvent` objects as they happen (see its kinds), then the ``result``."""
         t0 = time.perf_counter()
-        state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed)
-        values: dict[str, Any] = {}
-        for mode, chunk in self._graph_for(cfg).stream(state, cfg, context=ctx, **self._kw(cfg),
-                                                       stream_mode=["updates", "custom", "values"]):
-            if mode == "values":
-                values = chunk
-            else:
-                yield from _events(mode, chunk)
+        with self._checkpoints.thread(thread_id):
+            state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed, refine,
+                                            streaming=True)
+            values: dict[str, Any] = {}
+            for mode, chunk in self._graph_for(cfg).stream(state, cfg, context=ctx, **self._kw(cfg),
+                                                           stream_mode=["updates", "custom", "values"]):
+                if mode == "values":
+                    values = chunk
+                else:
+                    yield from _events(mode, chunk)
         yield NodeEvent(kind="result", node="result", result=self._result(values, cfg, ctx, t0))
 
     async def astream(self, persona: Persona | str, query: str, *, method: str = "vprag",
                       thread_id: str | None = None, init_image: InputImage = None,
-                      seed: int | None = None) -> AsyncIterator[NodeEvent]:
+                      seed: int | None = None, refine: bool = True) -> AsyncIterator[NodeEvent]:
         """Async :meth:`stream`."""
         t0 = time.perf_counter()
-        state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed)
         values: dict[str, Any] = {}
-        async with self._agraph(cfg.get("configurable", {}).get("thread_id")) as graph:
-            async for mode, chunk in graph.astream(state, cfg, context=ctx, **self._kw(cfg),
-                                                   stream_mode=["updates", "custom", "values"]):
-                if mode == "values":
-                    values = chunk
-                else:
-                    for event in _events(mode, chunk):
-                        yield event
+        async with self._checkpoints.athread(thread_id):
+            state, cfg, ctx = self._prepare(persona, query, method, thread_id, init_image, seed, refine,
+                                            streaming=True)
+            async with self._agraph(cfg) as graph:
+                async for mode, chunk in graph.astream(state, cfg, context=ctx, **self._kw(cfg),
+                                                       stream_mode=["updates", "custom", "values"]):
+                    if mode == "values":
+                        values = chunk
+                    else:
+                        for event in _events(mode, chunk):
+                            yield event
         yield NodeEvent(kind="result", node="result", result=self._result(values, cfg, ctx, t0))
+
+
+class _Plain:
+    """``async with`` over a graph without a checkpointer."""
+
+    def __init__(self, graph: Any) -> None:
+        self.graph = graph
+
+    async def __aenter__(self) -> Any:
+        return self.graph
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
 
 
 def _events(mode: str, chunk: Any) -> Iterator[NodeEvent]:
     if mode == "custom":
-        yield NodeEvent(kind="progress", node=str(chunk.get("node", "")), data=dict(chunk))
+        kind = chunk.get("event", "progress")
+        node = str(chunk.get("node") or _NODE_OF.get(kind) or ("image_gate" if chunk.get("gate") == "image"
+                                                                 else "text_gate"))
+        yield NodeEvent(kind=kind, node=node, data={k: v for k, v in chunk.items() if k != "event"})
         return
     for node, update in chunk.items():
         if not node.startswith("__"):

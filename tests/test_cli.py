@@ -37,6 +37,8 @@ def test_ingest_list_show_personalize_delete(env) -> None:
     out = json.loads(r.output)
     assert out["method"] == "vprag" and "A preferred outdoor spot" in out["prompt"]  # led by the summary S_p
     r = runner.invoke(app, ["personalize", "alice", "A preferred outdoor spot"], env=e)
+    assert r.output.strip() == out["prompt"]  # stdout is not a terminal: the prompt alone
+    r = runner.invoke(app, ["personalize", "alice", "A preferred outdoor spot", "--pretty"], env=e)
     assert "n_eff" in r.output and "quotas" in r.output
     r = runner.invoke(app, ["personas", "delete", "alice"], env=e)
     assert r.exit_code == 0
@@ -77,8 +79,10 @@ def test_personalize_through_the_agent_with_gate_and_checkpoint(env, tmp_path) -
     r = runner.invoke(app, ["resume", "t1", "--checkpoint", str(ck), "--json"], env=e)
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["prompt"] == out["prompt"]
-    r = runner.invoke(app, ["personalize", "alice", "x", "--stream", "--no-trace"], env=e)
-    assert r.exit_code == 0 and '"kind":"node"' in r.output.replace(" ", "") and "status: deferred" in r.output
+    r = runner.invoke(app, ["personalize", "alice", "x", "--stream", "--json"], env=e)
+    lines = [json.loads(line) for line in r.stdout.splitlines()]  # JSON lines only
+    assert r.exit_code == 0 and lines[0]["kind"] == "node" and lines[-1]["kind"] == "result"
+    assert {"node", "retrieval", "candidate", "gate"} <= {x["kind"] for x in lines}
 
 
 def test_personalize_with_a_trained_reranker(env, tmp_path) -> None:

@@ -315,8 +315,9 @@ def test_checkpoint_resume_after_failure_in_generate(personalizer: Personalizer,
         assert res.status == "completed" and res.thread_id == "run-1" and res.images[0].seed == 7
         assert composer2.calls == 0 and res.prompt == personalizer.personalize("alice", QUERY).prompt
         assert agent2.resume("run-1").prompt == res.prompt  # a finished run is returned as is
-        with pytest.raises(ConfigError, match="already holds a run"):
-            agent2.run("alice", QUERY, thread_id="run-1")  # a thread id names one run
+        follow = agent2.run("alice", "now make it autumn", thread_id="run-1")  # a thread is a conversation
+        assert follow.refines == res.run_id != follow.run_id and follow.previous_prompt == res.prompt
+        assert follow.prompt.startswith(res.prompt + ", now make it autumn")
         with pytest.raises(ConfigError, match="no run"):
             agent2.resume("nope")
     adhoc = make_persona("carol", ["A red kite over green hills."])
@@ -324,6 +325,8 @@ def test_checkpoint_resume_after_failure_in_generate(personalizer: Personalizer,
                                   generator=FakeGenerator(fail=1), checkpoint=":memory:", save_dir=tmp_path)
     with pytest.raises(ProviderError):
         agent3.run(adhoc, "a kite", thread_id="adhoc")
+    with pytest.raises(ConfigError, match="unfinished run"):  # an interrupted turn is resumed, not skipped
+        agent3.run(adhoc, "a kite at dusk", thread_id="adhoc")
     assert agent3.resume("adhoc").persona_id == "carol"  # ad-hoc personas are kept in the state
 
 
@@ -357,9 +360,24 @@ async def test_run_timeouts(personalizer: Personalizer, tmp_path: Path) -> None:
     assert time.perf_counter() - t0 < 1.2  # cancelled, not waited for
 
 
+def sse_chat(text: str) -> httpx.Response:
+    """An OpenAI chat-completions stream (server-sent events) that sends ``text`` word by word."""
+    words = text.split(" ")
+    chunks = [{"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+               "choices": [{"index": 0, "delta": {"content": w if i == 0 else " " + w}, "finish_reason": None}]}
+              for i, w in enumerate(words)]
+    chunks.append({"id": "c", "object": "chat.completion.chunk", "created": 0, "model": "m",
+                   "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
+
+
 def _chat(request: httpx.Request) -> httpx.Response:
-    t = json.loads(request.content)["temperature"]
-    message = {"role": "assistant", "content": f"lake story t{t}"}
+    body = json.loads(request.content)
+    text = f"lake story t{body['temperature']}"
+    if body.get("stream"):
+        return sse_chat(text)
+    message = {"role": "assistant", "content": text}
     return httpx.Response(200, json={"id": "c", "object": "chat.completion", "created": 0, "model": "m",
                                      "choices": [{"index": 0, "finish_reason": "stop", "message": message}]})
 
@@ -376,6 +394,9 @@ def test_llm_candidates_and_secrets(personalizer: Personalizer, tmp_path: Path,
         route = mock.post("/chat/completions").mock(side_effect=_chat)
         events = list(agent.stream("alice", QUERY, seed=1))
     res = events[-1].result
+    tokens = [(e.data["candidate"], e.data["text"]) for e in events if e.kind == "token"]
+    assert tokens == [(0, "lake"), (0, " story"), (0, " t0.7"), (1, "lake"), (1, " story"), (1, " t1.0")]
+    assert all(json.loads(r.request.content)["stream"] for r in route.calls)  # streamed because we stream
     assert route.call_count == 2 and [c.temperature for c in res.candidates] == [0.7, 1.0]
     assert res.prompt == "lake story t1.0" and res.text_gate.chosen == 1 and res.status == "completed"
     assert res.token_usage()["prompt_tokens"] == sum(c.usage["prompt_tokens"] for c in res.candidates) > 0

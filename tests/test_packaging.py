@@ -161,5 +161,8 @@ def test_wheel_installs_only_vptt(tmp_path: Path) -> None:
     for sub in ("core", "stores", "evaluators", "agents", "sdk", "sdk/cli", "agents/generators"):
         assert f"vptt/{sub}/__init__.py" in names
     assert "vptt/py.typed" in names and "vptt/data/personas.jsonl" in names
+    for asset in ("index.html", "app.js", "app.css"):  # the creator page of `vptt serve`
+        assert f"vptt/sdk/server/static/{asset}" in names
+    assert "vptt/sdk/server/routers/personas.py" in names
     entry = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
     assert "vptt = vptt.sdk.cli:app" in entry

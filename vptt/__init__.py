@@ -84,6 +84,10 @@ _LAZY: dict[str, str] = {  # name -> module it is imported from on first use
     "PersonalizationAgent": "vptt.sdk.agent",
     "AgentConfig": "vptt.sdk.agent",
     "NodeEvent": "vptt.sdk.agent",
+    "AgentContext": "vptt.agents.context",
+    "PersonaMemoryStore": "vptt.agents.memory_store",
+    "compare_methods": "vptt.sdk.api",
+    "score_prompt": "vptt.sdk.api",
     "LLMComposer": "vptt.agents.llm_composer",
     "LLMComposerConfig": "vptt.agents.llm_composer",
     "TextGateConfig": "vptt.agents.gates",
@@ -103,6 +107,7 @@ _LAZY: dict[str, str] = {  # name -> module it is imported from on first use
 
 if TYPE_CHECKING:  # the lazy names, for IDEs and type checkers
     from vptt.agents.composer import Composer, TemplateComposer
+    from vptt.agents.context import AgentContext
     from vptt.agents.gates import (
         FunctionImageEvaluator,
         ImageGateConfig,
@@ -113,6 +118,7 @@ if TYPE_CHECKING:  # the lazy names, for IDEs and type checkers
     )
     from vptt.agents.generators import GeneratedImage, GenerationRequest, build_generator
     from vptt.agents.llm_composer import LLMComposer, LLMComposerConfig
+    from vptt.agents.memory_store import PersonaMemoryStore
     from vptt.agents.methods import METHODS
     from vptt.agents.personalizer import Personalizer
     from vptt.agents.rerank import FeedbackReranker
@@ -122,7 +128,14 @@ if TYPE_CHECKING:  # the lazy names, for IDEs and type checkers
     from vptt.agents.vprag import VPRAGConfig, allocate_quotas, effective_posts, post_weights
     from vptt.evaluators.vptt_score import VPTTScorer, vptt_score
     from vptt.sdk.agent import AgentConfig, NodeEvent, PersonalizationAgent
-    from vptt.sdk.api import agent_for, apersonalize, default_personalizer, personalize
+    from vptt.sdk.api import (
+        agent_for,
+        apersonalize,
+        compare_methods,
+        default_personalizer,
+        personalize,
+        score_prompt,
+    )
     from vptt.stores.base import PersonaStore, UpsertResult
     from vptt.stores.chroma import ChromaPersonaStore
     from vptt.stores.embedders import Embedder, MiniLMEmbedder, OpenAIEmbedder
@@ -147,6 +160,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AgentConfig",
+    "AgentContext",
     "CANONICAL_CATEGORIES",
     "CachedEmbedder",
     "CategoryStep",
@@ -182,6 +196,7 @@ __all__ = [
     "OpenAIEmbedder",
     "Persona",
     "PersonaList",
+    "PersonaMemoryStore",
     "PersonaNotFoundError",
     "PersonaStore",
     "PersonaTypeError",
@@ -215,6 +230,7 @@ __all__ = [
     "allocate_quotas",
     "apersonalize",
     "build_generator",
+    "compare_methods",
     "default_personalizer",
     "dump_personas",
     "effective_posts",
@@ -222,5 +238,6 @@ __all__ = [
     "parse_persona",
     "personalize",
     "post_weights",
+    "score_prompt",
     "vptt_score",
 ]

@@ -13,8 +13,11 @@ from vptt.sdk.cli._common import plain, printable
 
 def _posts_table(result: PersonalizationResult, max_rows: int) -> Table:
     t = result.trace
-    table = Table(title=f"posts: H={t.entropy:.3f}  n_eff={t.n_eff:.2f}  K={t.k}  (tau={t.tau}, Q={t.total_budget})",
-                  title_justify="left", show_edge=False)
+    if t.entropy is None:  # BRAG ranks captions: no weights, entropy or budget
+        title = f"posts ranked by cosine: top {t.k}"
+    else:
+        title = f"posts: H={t.entropy:.3f}  n_eff={t.n_eff:.2f}  K={t.k}  (tau={t.tau}, Q={t.total_budget})"
+    table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("rank", justify="right")
     table.add_column("post")
     table.add_column("cos", justify="right")

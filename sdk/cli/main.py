@@ -130,10 +130,12 @@ def _register_groups() -> None:
         score_judge,
         score_masc,
         score_stellar,
+        serve,
         validate,
     )
 
     personalize.register(app)
+    serve.register(app)
     evaluate.register(app)
     app.add_typer(personas.personas_app, name="personas")
     for module in (score_masc, score_fpr, score_clip, score_stellar, score_judge):
