@@ -6,7 +6,6 @@ decision (``gate``), each saved image (``image``) and denoising progress (``prog
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from vptt.agents.gates import (
 )
 from vptt.agents.generators.base import GenerationRequest, save_png
 from vptt.core.errors import ConfigError, NoPostsError
+from vptt.core.paths import id_to_filename
 from vptt.stores.records import EmbeddedPersona
 
 
@@ -45,8 +45,9 @@ def plan(state: Mapping[str, Any], comps: AgentComponents) -> list[CandidateSpec
 
 
 def persona_dir_name(persona_id: str) -> str:
-    """A collision-free, traversal-free folder name for a persona's images (``p-`` + SHA-256 hex prefix)."""
-    return "p-" + hashlib.sha256(persona_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    """A collision-free, traversal-free, readable folder name for a persona's images
+    (:func:`vptt.core.paths.id_to_filename`)."""
+    return id_to_filename(persona_id)
 
 
 def image_dir(comps: AgentComponents, persona_id: str) -> Path:
