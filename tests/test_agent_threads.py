@@ -61,7 +61,7 @@ def test_a_thread_is_a_conversation(personalizer: Personalizer) -> None:
     fresh = agent.run("alice", QUERY, thread_id="chat", refine=False)  # same thread, no refinement
     assert fresh.refines is None and fresh.prompt == first.prompt
     other = agent.run("bob", "now make it autumn", thread_id="chat")  # another persona starts afresh
-    assert other.refines is None and other.prompt.startswith("now make it autumn")
+    assert other.refines is None and other.prompt == personalizer.personalize("bob", "now make it autumn").prompt
     assert len({first.run_id, follow.run_id, fresh.run_id, other.run_id}) == 4
     bare = personalizer.personalize("alice", QUERY)
     assert first.prompt == bare.prompt  # a first turn is the plain run
@@ -173,7 +173,7 @@ def test_served_graph_builds_components_from_plain_context(tmp_path: Path) -> No
         cfg = {"configurable": {"thread_id": "s1"}}
         context = {"data_dir": str(tmp_path), "store": "memory", "text_gate_threshold": 0.0, "max_candidates": 1}
         out = graph.invoke({"persona_id": "alice", "query": QUERY}, cfg, context=context)
-        assert out["status"] == "deferred" and out["prompt"].startswith(QUERY)
+        assert out["status"] == "deferred" and QUERY in out["prompt"]
         assert out["candidates"][0]["score"] is not None  # the text gate scored with the configured scorer
         json.dumps({k: v for k, v in out.items() if k != "messages"})  # the state is plain data
         chat = graph.invoke({"messages": [HumanMessage(content="now make it autumn")]}, cfg, context=context)

@@ -125,7 +125,7 @@ def test_personalize_json_stream_threads_and_errors(client: TestClient) -> None:
     r = client.post("/api/personalize", json={"persona_id": "alice", "query": "a quiet lake", "thread_id": "c1"})
     first = r.json()
     assert r.status_code == 200 and first["status"] == "deferred" and first["thread_id"] == "c1"
-    assert first["prompt"].startswith("a quiet lake") and first["trace"]["k"] >= 1
+    assert "a quiet lake" in first["prompt"] and first["trace"]["k"] >= 1
     r = client.post("/api/personalize", json={"persona_id": "alice", "query": "now make it autumn",
                                               "thread_id": "c1"})
     assert r.json()["refines"] == first["run_id"] and r.json()["prompt"].startswith(first["prompt"])
@@ -137,7 +137,7 @@ def test_personalize_json_stream_threads_and_errors(client: TestClient) -> None:
     assert kinds[0] == "node" and kinds[-1] == "result" and {"retrieval", "candidate", "gate"} <= set(kinds)
     retrieval = next(d for k, d in events if k == "retrieval")["trace"]
     assert retrieval["weights"] and abs(sum(retrieval["weights"]) - 1) < 1e-6
-    assert events[-1][1]["prompt"].startswith("ramen")
+    assert "ramen" in events[-1][1]["prompt"]
     for body, status, error in [({"persona_id": "zed", "query": "x"}, 404, "PersonaNotFoundError"),
                                 ({"persona_id": "alice", "query": "x", "method": "vpraq"}, 400, "ConfigError"),
                                 ({"persona_id": "alice", "query": "   "}, 400, "EmptyQueryError")]:

@@ -47,7 +47,7 @@ def test_creator_page_in_chromium(tmp_path) -> None:
     assert s["first_caption"].startswith("A quiet winter photo") and s["post_chips"] > 0
     lengths = [n for n in s["prompt_lengths"] if n]
     assert len(set(lengths)) > 5 and lengths == sorted(lengths)  # the prompt grew token by token
-    assert s["prompt"].startswith("A preferred outdoor spot,")
+    assert "A preferred outdoor spot," in s["prompt"]
     assert s["weight_bars"] == min(14, N_POSTS) and 1 <= s["chosen_bars"] <= s["weight_bars"]
     assert s["quota_bars"] > 0 and s["elements"] > 0 and s["highlighted_posts"] == s["chosen_bars"]
     assert "n_eff" in s["trace_stats"] and s["candidates"] >= 1

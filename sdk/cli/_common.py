@@ -22,10 +22,10 @@ from vptt.core.errors import (
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_REJECTED = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_INVALID, EXIT_REJECTED, EXIT_IMAGE_REJECTED = 0, 1, 2, 3, 4
 EXIT_CODES_HELP = ("Exit codes: 0 success; 1 an error (store, provider, model, run); 2 invalid input (bad option, "
-                   "setting or persona file); 3 nothing accepted (a run rejected by its gates, or a command that "
-                   "produced nothing).")
+                   "setting or input file); 3 nothing accepted (a run rejected by the text gate, or a command that "
+                   "produced nothing); 4 no image passed the image gate (the best one is still saved).")
 INVALID_INPUT: tuple[type[BaseException], ...] = (ConfigError, PersonaValidationError, RatingsValidationError,
                                                  InvalidQueryError, PersonaTypeError, ValidationError)
 """Errors in what the user gave (exit code 2); every other error exits 1."""

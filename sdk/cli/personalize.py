@@ -15,15 +15,15 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-from vptt.sdk.cli._common import cli_errors, personalizer
+from vptt.sdk.cli._common import EXIT_IMAGE_REJECTED, EXIT_REJECTED, cli_errors, personalizer
 
 console = Console()
 err = Console(stderr=True)
 
 EXIT_CODES = ("Exit codes: 0 accepted (status deferred or completed); 1 error (message on stderr); "
-              "2 invalid input data; 3 rejected by the text gate (no candidate reached the threshold, no image); "
+              "2 invalid input; 3 rejected by the text gate (no candidate reached the threshold, no image); "
               "4 no image passed the image gate (the best one is still saved and reported).")
-_EXIT = {"rejected": 3, "image_rejected": 4}
+_EXIT = {"rejected": EXIT_REJECTED, "image_rejected": EXIT_IMAGE_REJECTED}
 
 
 def _agent(*, token_budget: Optional[int] = None, three_phrase: bool = False, composer: str = "template",
