@@ -55,18 +55,58 @@ def sample_requests(pz, composer, n: int) -> list:  # type: ignore[no-untyped-de
     return [replace(base[i % len(base)], seed=1000 + i // len(base)) for i in range(n)]
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) another process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def client_throughput(url: str, requests: list, conc: int, latency: float,  # type: ignore[no-untyped-def]
-                      cache=None) -> tuple[float, float]:
-    """Wall seconds for ``requests`` and this process's CPU milliseconds per request."""
+                      cache=None, server_pid: int | None = None) -> tuple[float, float, float]:
+    """Wall seconds for ``requests``, this process's CPU ms per request, and the server's CPU share of one
+    core over the same window (the fake server runs on the same cores: when it nears 1.0, the single-process
+    server, not the client, sets the pace)."""
     from vptt.core.llm_client import ChatClient
 
     with ChatClient(url, "EMPTY", concurrency=conc, cache=cache) as client:
         client.complete(requests[0].__class__(model="warm", messages=(("user", "warm up"),)))
+        s0 = process_cpu_s(server_pid) if server_pid else 0.0
         t0, c0 = time.perf_counter(), time.process_time()
         futures = [client.submit(r) for r in requests]
         for f in futures:
             f.result()
-        return time.perf_counter() - t0, (time.process_time() - c0) * 1000 / len(requests)
+        dt = time.perf_counter() - t0
+        server = (process_cpu_s(server_pid) - s0) / dt if server_pid else float("nan")
+        return dt, (time.process_time() - c0) * 1000 / len(requests), server
+
+
+def raw_throughput(url: str, requests: list, conc: int) -> float:  # type: ignore[no-untyped-def]
+    """Wall seconds for the same requests through a bare aiohttp loop (no retries, cache, limits or
+    accounting): the reference for what any client could get from this server on these cores."""
+    import asyncio
+
+    import aiohttp
+
+    try:
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:  # pragma: no cover
+        run = asyncio.run
+
+    async def go() -> float:
+        sem = asyncio.Semaphore(conc)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            async def one(body: dict) -> None:  # type: ignore[type-arg]
+                async with sem, session.post(url + "/chat/completions", json=body) as resp:
+                    await resp.read()
+
+            await one({"model": "warm", "messages": [{"role": "user", "content": "warm up"}]})
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(r.body()) for r in requests))
+            return time.perf_counter() - t0
+
+    return run(go())
 
 
 def main() -> None:
@@ -108,17 +148,21 @@ def main() -> None:
         print("\n1. client alone (real requests of the sample set, cache off)")
         for conc in (1, 8, 32, 64):
             reqs = sample_requests(hashed, composer(conc), conc * args.rounds)
-            dt, cpu = client_throughput(srv.base_url, reqs, conc, latency)
+            dt, cpu, server = client_throughput(srv.base_url, reqs, conc, latency,
+                                                server_pid=srv.proc.pid if srv.proc else None)
             rate = len(reqs) / dt
+            raw = len(reqs) / raw_throughput(srv.base_url, reqs, conc)
             print(f"   concurrency {conc:>2}: {len(reqs):>4} completions in {dt:6.2f} s = {rate:7.1f}/s; "
-                  f"ideal {conc / latency:6.0f}/s; ratio {rate / (conc / latency):.2f}; client CPU "
-                  f"{cpu:.2f} ms/completion {load()}")
+                  f"ideal {conc / latency:6.0f}/s; ratio {rate / (conc / latency):.2f}; bare aiohttp loop "
+                  f"{raw:6.1f}/s (ratio {raw / (conc / latency):.2f}; ours/bare {rate / raw:.2f}); client CPU "
+                  f"{cpu:.2f} ms/completion ({cpu * rate / 1000:.2f} core); fake server {server:.2f} core "
+                  f"{load()}")
 
         print("\n2. the persistent cache")
         reqs = sample_requests(hashed, composer(16), 384)
         cache_path = tmp / "cache" / "llm.sqlite"
-        first, _ = client_throughput(srv.base_url, reqs, 16, latency, ResponseCache(cache_path))
-        again, _ = client_throughput(srv.base_url, reqs, 16, latency, ResponseCache(cache_path))
+        first, _, _ = client_throughput(srv.base_url, reqs, 16, latency, ResponseCache(cache_path))
+        again, _, _ = client_throughput(srv.base_url, reqs, 16, latency, ResponseCache(cache_path))
         print(f"   client, 384 requests at concurrency 16: first {first:.2f} s, again from the cache {again:.3f} s "
               f"= {first / again:.0f}x faster (goal >= 20) {load()}")
         before = srv.stats()["requests"]
