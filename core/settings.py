@@ -61,6 +61,7 @@ class VPTTSettings(BaseSettings):
     chroma_host: str | None = Field(default=None, description="a Chroma server instead of the embedded DB")
     chroma_port: int = Field(default=8000, ge=1, le=65535)
     chroma_ssl: bool = False
+    chroma_timeout_s: float = Field(default=60.0, gt=0, description="seconds a Chroma server may take per request")
     collection_prefix: str = "vptt"
     # -- embeddings
     embedder: Literal["minilm", "openai"] = "minilm"
@@ -97,7 +98,7 @@ class VPTTSettings(BaseSettings):
         except ValidationError as exc:
             raise ConfigError(_explain(exc, values)) from None
 
-    @field_validator("tau", "request_timeout_s", "text_gate_threshold")
+    @field_validator("tau", "request_timeout_s", "text_gate_threshold", "chroma_timeout_s")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):
