@@ -142,19 +142,19 @@ class PersonaStore(ABC):
                              "writable copy (or fix the directory's permissions) to change it")
 
     # -- reads ---------------------------------------------------------------------------------------------
-    def _entry_or_raise(self, persona_id: str) -> IndexEntry:
+    def _entry_or_raise(self, persona_id: str, *, same_embedder: bool = True) -> IndexEntry:
         entry = self._get_entries([persona_id]).get(persona_id)
         if entry is None:
             raise self._not_found(persona_id)
-        if entry.embedder != self.embedder.name:
+        if same_embedder and entry.embedder != self.embedder.name:
             raise StoreError(f"persona {persona_id!r} in {self.location} was embedded with {entry.embedder!r} but "
                              f"this store uses {self.embedder.name!r}; open the store with the same embedder or "
                              "re-ingest")
         return entry
 
     def get(self, persona_id: str) -> Persona:
-        """The persona (``PersonaNotFoundError`` naming the store if absent)."""
-        return self._entry_or_raise(persona_id).persona()
+        """The persona (``PersonaNotFoundError`` naming the store if absent), whatever embedder embedded it."""
+        return self._entry_or_raise(persona_id, same_embedder=False).persona()
 
     def embedded(self, persona_id: str) -> EmbeddedPersona:
         """The persona's matrices; cached in memory after the first read (invalidated by writes)."""
