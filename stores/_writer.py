@@ -29,7 +29,7 @@ import numpy as np
 
 from vptt.core.errors import EmbedderError, StoreError
 from vptt.core.models import Persona
-from vptt.stores._entries import IndexEntry, Journal, UpsertResult
+from vptt.stores._entries import IndexEntry, Journal, UpsertResult, fingerprint, post_fingerprints
 from vptt.stores._gc import collect, live_journal_ids, recover_journals
 from vptt.stores.engine import EmbedEngine, LocalEngine
 from vptt.stores.records import persona_texts, text_key
@@ -44,10 +44,13 @@ CHUNK_TEXTS = 256  # texts per engine chunk (the unit a worker embeds)
 @dataclass
 class _Plan:
     persona: Persona
-    old: IndexEntry | None
-    result: UpsertResult
-    keys: list[str]
-    card_text: str | None  # to embed; None: unchanged, or the old card vector is reused
+    texts: list[str]  # its unique caption and element texts
+    keys: list[str]  # their vocabulary keys
+    old: IndexEntry | None = None
+    result: UpsertResult | None = None
+    card_text: str | None = None  # to embed; None: unchanged, or the old card vector is reused
+    persona_json: str = ""
+    post_hashes: dict[str, str] = field(default_factory=dict)
     entry: IndexEntry | None = None
 
 
@@ -139,57 +142,63 @@ class Writer:
 
     # -- planning ----------------------------------------------------------------------------------------
     def _batches(self, personas: Iterable[Persona]) -> Iterator[_Batch]:
-        group: list[Persona] = []
+        group: list[_Plan] = []
         estimate = 0
         for persona in personas:
             if persona.persona_id in self.seen_ids:
                 raise StoreError(f"persona id {persona.persona_id!r} repeated in one upsert")
             self.seen_ids.add(persona.persona_id)
-            group.append(persona)
-            estimate += sum(1 for t in persona_texts(persona)
-                            if (k := text_key(self.name, t)) not in self.planned and k not in self.known)
+            texts = persona_texts(persona)
+            plan = _Plan(persona, texts, [text_key(self.name, t) for t in texts])
+            group.append(plan)
+            estimate += sum(1 for k in plan.keys if k not in self.planned and k not in self.known)
             if estimate >= self.batch_texts or len(group) >= MAX_BATCH_PERSONAS:
                 yield self._plan(group)
                 group, estimate = [], 0
         if group:
             yield self._plan(group)
 
-    def _plan(self, personas: list[Persona]) -> _Batch:
-        olds = self.store._get_entries([p.persona_id for p in personas])
-        plans = [self._plan_one(p, olds.get(p.persona_id)) for p in personas]
+    def _plan(self, plans: list[_Plan]) -> _Batch:
+        olds = self.store._get_entries([p.persona.persona_id for p in plans])
+        for plan in plans:
+            self._plan_one(plan, olds.get(plan.persona.persona_id))
         unknown = list({k for plan in plans for k in plan.keys if k not in self.planned and k not in self.known})
         if unknown:
             self.known.update(self.store._has_vectors(unknown))
         vocab: dict[str, None] = {}
         cards: dict[str, None] = {}
         for plan in plans:
-            for text, key in zip(persona_texts(plan.persona), plan.keys):
+            result = plan.result
+            assert result is not None
+            for text, key in zip(plan.texts, plan.keys):
                 if key not in self.planned and key not in self.known:
                     self.planned.add(key)
                     vocab[text] = None
-                    plan.result.texts_embedded += 1
+                    result.texts_embedded += 1
             if plan.card_text is not None and plan.card_text not in cards and plan.card_text not in vocab:
                 cards[plan.card_text] = None
-                plan.result.texts_embedded += 1
+                result.texts_embedded += 1
         return _Batch(plans, [*vocab, *cards], len(vocab))
 
-    def _plan_one(self, persona: Persona, old: IndexEntry | None) -> _Plan:
+    def _plan_one(self, plan: _Plan, old: IndexEntry | None) -> None:
+        persona = plan.persona
         if old is not None and old.embedder != self.name:
             raise StoreError(f"persona {persona.persona_id!r} is stored with embedder {old.embedder!r}; delete it "
                              f"first to re-embed with {self.name!r}")
-        keys = [text_key(self.name, t) for t in persona_texts(persona)]
-        result = UpsertResult(persona.persona_id, "created" if old is None else "updated")
-        if old is not None and old.content_hash == persona.content_hash():
+        plan.old = old
+        plan.persona_json = persona.model_dump_json()
+        plan.result = result = UpsertResult(persona.persona_id, "created" if old is None else "updated")
+        if old is not None and old.content_hash == fingerprint(plan.persona_json):
             result.status = "unchanged"
-            return _Plan(persona, old, result, keys, None)
+            return
         old_hashes = old.post_hashes if old else {}
-        new_hashes = {p.post_id: p.content_hash() for p in persona.posts}
+        plan.post_hashes = new_hashes = post_fingerprints(persona)
         result.posts_added = [pid for pid in new_hashes if pid not in old_hashes]
         result.posts_updated = [pid for pid, h in new_hashes.items() if pid in old_hashes and old_hashes[pid] != h]
         result.posts_removed = [pid for pid in old_hashes if pid not in new_hashes]
         card = persona.card_text()
         same_card = old is not None and old.persona().card_text() == card
-        return _Plan(persona, old, result, keys, None if same_card else card)
+        plan.card_text = None if same_card else card
 
     # -- writing (the writer thread) ---------------------------------------------------------------------
     def _write(self, batch: _Batch) -> None:
@@ -209,10 +218,11 @@ class Writer:
         try:
             if new:
                 store._put_vectors(new)
-            commits = [p for p in batch.plans if p.result.status != "unchanged"]
+            commits = [p for p in batch.plans if p.result is not None and p.result.status != "unchanged"]
             for plan in commits:
                 card = by_text[plan.card_text] if plan.card_text is not None else plan.old.card_emb  # type: ignore[union-attr]
-                plan.entry = IndexEntry.build(plan.persona, card, self.name)
+                plan.entry = IndexEntry.build(plan.persona, card, self.name, persona_json=plan.persona_json,
+                                              post_hashes=plan.post_hashes, keys=tuple(plan.keys))
             superseded = self._commit(commits)
             self._verify(batch)
             collect(store, superseded)
@@ -223,7 +233,7 @@ class Writer:
         if journal is not None:
             store._delete_journal(journal.journal_id)
             live_journal_ids.discard(journal.journal_id)
-        self.results.extend(p.result for p in batch.plans)
+        self.results.extend(p.result for p in batch.plans if p.result is not None)
 
     def _commit(self, commits: list[_Plan]) -> set[str]:
         """Commit the entries; returns the keys they superseded (of the planned old entries, and of entries
@@ -245,7 +255,7 @@ class Writer:
         """Every vector the batch's personas need exists; re-embed any that a concurrent collection removed."""
         need: dict[str, str] = {}
         for plan in batch.plans:
-            need.update(zip(plan.keys, persona_texts(plan.persona)))
+            need.update(zip(plan.keys, plan.texts))
         if not need:
             return
         have = self.store._has_vectors(list(need))

@@ -70,7 +70,7 @@ def _racing_delete(get: Any, **kwargs: Any) -> Any:
 
 def pack_persona(persona_json: str) -> str:
     """Persona JSON as stored in metadata: zlib, then base64 (a tenth of the bytes Chroma must write)."""
-    return base64.b64encode(zlib.compress(persona_json.encode("utf-8"), 6)).decode("ascii")
+    return base64.b64encode(zlib.compress(persona_json.encode("utf-8"), 3)).decode("ascii")
 
 
 def unpack_persona(packed: str) -> str:
