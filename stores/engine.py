@@ -52,7 +52,7 @@ class LocalEngine:
 
     Args:
         embedder: the embedder (its ``name`` must be the store's).
-        threads: torch intra-op threads to use (default: leave torch's setting alone).
+        threads: torch intra-op threads while embedding (restored afterwards; default: torch's setting).
     """
 
     def __init__(self, embedder: Embedder, *, threads: int | None = None) -> None:
@@ -62,12 +62,20 @@ class LocalEngine:
         self.threads = threads
 
     def embed_stream(self, chunks: Iterable[list[str]]) -> Iterator[np.ndarray]:
+        previous = None
         if self.threads:
             import torch
 
+            previous = torch.get_num_threads()
             torch.set_num_threads(self.threads)
-        for chunk in chunks:
-            yield self.embedder.embed(chunk)
+        try:
+            for chunk in chunks:
+                yield self.embedder.embed(chunk)
+        finally:
+            if previous is not None:
+                import torch
+
+                torch.set_num_threads(previous)
 
     def __repr__(self) -> str:
         return f"LocalEngine({self.embedder!r})"

@@ -144,6 +144,10 @@ def test_store_check_repair_and_migrate_cli(cli_env, tmp_path, embedder, two_per
     assert r.exit_code == 0 and "migrated 2 persona(s)" in flat(r) and "re-embedded 0 text(s)" in flat(r)
     r = runner.invoke(app, ["personas", "list", "--json"], env=cli_env)
     assert json.loads(r.output) == ["alice", "bob"]
+    f = tmp_path / "p.jsonl"
+    dump_personas(two_personas, f)
+    r = runner.invoke(app, ["ingest", str(f), "--device", "cpu", "--threads", "1", "--batch-texts", "8"], env=cli_env)
+    assert r.exit_code == 0 and "unchanged 2" in flat(r) and "embedded 0 texts" in flat(r)
     r = runner.invoke(app, ["store", "check"], env=cli_env)
     assert r.exit_code == 0 and flat(r).endswith("ok")
     from vptt import VPTTSettings
