@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -59,7 +60,7 @@ def _prepare_dir(path: Path) -> bool:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            if isinstance(exc, (PermissionError,)) or exc.errno == 30:  # EROFS
+            if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
                 return False
             raise StoreError(f"cannot create the Chroma data directory {path}: {exc.strerror or exc}") from None
     return _writable(path)

@@ -131,7 +131,7 @@ def full_gc(store: PersonaStore) -> int:
 def check(store: PersonaStore, *, repair: bool) -> StoreCheck:
     """See :meth:`PersonaStore.check`."""
     report = StoreCheck(store.location)
-    report.notes.extend(getattr(store, "layout_notes", lambda: [])())
+    report.notes.extend(store.layout_notes())
     journals = store._get_journals()
     report.stale_journals = sum(is_stale(j) for j in journals)
     report.live_journals = len(journals) - report.stale_journals

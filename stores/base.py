@@ -46,6 +46,8 @@ class PersonaStore(ABC):
     Args:
         embedder: embeds captions, elements and persona cards; its ``name`` is part of every vector key.
         cache_size: how many personas' matrices to keep in memory after first use (the hot path).
+        verify_cache: on each cached read, ask the backend for the persona's version (a tiny read), so a write
+            by another process is never hidden by this process's cache.
         batch_texts: about how many new texts one write batch gathers (the unit of embedding and writing).
         lease_s: how long a writer's journal protects its vectors when the writer runs on another host (a
             writer on this host is checked by process id).
@@ -55,12 +57,13 @@ class PersonaStore(ABC):
     read_only: bool = False
 
     def __init__(self, embedder: Embedder, *, cache_size: int = 4096, batch_texts: int = 4096,
-                 lease_s: float = 600.0) -> None:
+                 lease_s: float = 600.0, verify_cache: bool = True) -> None:
         self.embedder = embedder
         self.cache_size = cache_size
+        self.verify_cache = verify_cache
         self.batch_texts = batch_texts
         self.lease_s = lease_s
-        self._cache: OrderedDict[str, EmbeddedPersona] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[EmbeddedPersona, str]] = OrderedDict()  # matrices, version
         self._generation: dict[str, int] = {}
         self._lock = threading.RLock()
         self._write_lock = threading.Lock()
@@ -77,6 +80,10 @@ class PersonaStore(ABC):
     @abstractmethod
     def _delete_entries(self, ids: Sequence[str]) -> None:
         """Remove entries (absent ids ignored)."""
+
+    def _get_versions(self, ids: Sequence[str]) -> dict[str, str]:
+        """``{persona id: content hash}`` of committed entries; backends make this cheaper than a full read."""
+        return {pid: e.content_hash for pid, e in self._get_entries(ids).items()}
 
     @abstractmethod
     def _list_ids(self) -> list[str]:
@@ -128,6 +135,10 @@ class PersonaStore(ABC):
         """Where this store lives, in words (shown in errors and by ``vptt personas list``)."""
         return f"{self.kind} store"
 
+    def layout_notes(self) -> list[str]:
+        """Problems of the storage layout itself (e.g. an unmigrated old layout), reported by :meth:`check`."""
+        return []
+
     def _not_found(self, persona_id: str) -> PersonaNotFoundError:
         try:
             n = len(self._list_ids())
@@ -157,28 +168,37 @@ class PersonaStore(ABC):
         return self._entry_or_raise(persona_id, same_embedder=False).persona()
 
     def embedded(self, persona_id: str) -> EmbeddedPersona:
-        """The persona's matrices; cached in memory after the first read (invalidated by writes)."""
+        """The persona's matrices; cached in memory after the first read.
+
+        A cached copy is used only while it is the committed version (``verify_cache``): writes of this store
+        drop it at once, writes of other processes are seen at the next read.
+        """
         with self._lock:
             hit = self._cache.get(persona_id)
             if hit is not None:
                 self._cache.move_to_end(persona_id)
-                return hit
             generation = self._generation.get(persona_id, 0)
-        emb = self._read_embedded(persona_id)
+        if hit is not None:
+            if not self.verify_cache or self._get_versions([persona_id]).get(persona_id) == hit[1]:
+                return hit[0]
+            self.invalidate(persona_id)
+            with self._lock:
+                generation = self._generation.get(persona_id, 0)
+        emb, version = self._read_embedded(persona_id)
         with self._lock:
             if self._generation.get(persona_id, 0) == generation:  # no write of this persona meanwhile
-                self._cache[persona_id] = emb
+                self._cache[persona_id] = (emb, version)
                 while len(self._cache) > self.cache_size:
                     self._cache.popitem(last=False)
         return emb
 
-    def _read_embedded(self, persona_id: str) -> EmbeddedPersona:
+    def _read_embedded(self, persona_id: str) -> tuple[EmbeddedPersona, str]:
         """Entry, then its vectors; if some are gone the entry changed under us (a concurrent update): again."""
         entry = self._entry_or_raise(persona_id)
         for _ in range(_READ_RETRIES):
             vectors = self._get_vectors(entry.keys)
             if len(vectors) == len(set(entry.keys)):
-                return self._assemble(entry, vectors)
+                return self._assemble(entry, vectors), entry.content_hash
             again = self._entry_or_raise(persona_id)
             if again.content_hash == entry.content_hash:
                 break

@@ -88,7 +88,8 @@ class ChromaPersonaStore(PersonaStore):
         prefix: collection-name prefix, so several stores can share one Chroma database.
         client: an existing Chroma client (overrides path/host).
         timeout_s: seconds a Chroma server may take to answer one request.
-        cache_size, batch_texts, lease_s: see :class:`~vptt.stores.base.PersonaStore`.
+        cache_size, batch_texts, lease_s, verify_cache: see :class:`~vptt.stores.base.PersonaStore`.
+        allow_legacy: open a database that still holds the old per-persona layout (``vptt store migrate`` does).
 
     Raises:
         StoreError: the server cannot be reached, the database is damaged or is a file, or it holds the old
@@ -100,8 +101,9 @@ class ChromaPersonaStore(PersonaStore):
     def __init__(self, embedder: Embedder, *, path: str | os.PathLike[str] | None = None,
                  host: str | None = None, port: int = 8000, ssl: bool = False, prefix: str = "vptt",
                  client: Any = None, timeout_s: float = 60.0, cache_size: int = 4096, batch_texts: int = 4096,
-                 lease_s: float = 600.0, allow_legacy: bool = False) -> None:
-        super().__init__(embedder, cache_size=cache_size, batch_texts=batch_texts, lease_s=lease_s)
+                 lease_s: float = 600.0, verify_cache: bool = True, allow_legacy: bool = False) -> None:
+        super().__init__(embedder, cache_size=cache_size, batch_texts=batch_texts, lease_s=lease_s,
+                         verify_cache=verify_cache)
         if not prefix.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"prefix must be alphanumeric (with - or _), got {prefix!r}")
         if client is None and not host and path is None:
@@ -233,7 +235,13 @@ class ChromaPersonaStore(PersonaStore):
             for chunk in self._chunks(list(entries), _PAGE):
                 self._cols[_PERSONAS].upsert(ids=[e.persona_id for e in chunk],
                                              embeddings=np.stack([e.card_emb for e in chunk]),
-                                             metadatas=[self._meta(e) for e in chunk])
+                                             metadatas=[self._meta(e) for e in chunk],
+                                             documents=[e.content_hash for e in chunk])  # the version, cheap to read
+
+    def _get_versions(self, ids: Sequence[str]) -> dict[str, str]:
+        with self._guard("reading persona versions"):
+            got = _racing_delete(self._cols[_PERSONAS].get, ids=list(dict.fromkeys(ids)), include=["documents"])
+        return dict(zip(got["ids"], got["documents"]))
 
     def _delete_entries(self, ids: Sequence[str]) -> None:
         with self._guard("deleting persona records"):

@@ -19,8 +19,9 @@ class InMemoryPersonaStore(PersonaStore):
     kind = "memory"
 
     def __init__(self, embedder: Embedder, *, cache_size: int = 4096, batch_texts: int = 4096,
-                 lease_s: float = 600.0) -> None:
-        super().__init__(embedder, cache_size=cache_size, batch_texts=batch_texts, lease_s=lease_s)
+                 lease_s: float = 600.0, verify_cache: bool = True) -> None:
+        super().__init__(embedder, cache_size=cache_size, batch_texts=batch_texts, lease_s=lease_s,
+                         verify_cache=verify_cache)
         self._entries: dict[str, IndexEntry] = {}
         self._vectors: dict[str, np.ndarray] = {}
         self._refs: Counter[str] = Counter()

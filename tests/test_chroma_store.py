@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import ROOT, make_persona
 from tests.store_helpers import Counting, Hash384, expected_vectors, n_vectors
-from vptt import StoreError
+from vptt import PersonaNotFoundError, StoreError
 from vptt.stores.chroma import ChromaPersonaStore
 from vptt.stores.chroma_legacy import migrate, write_legacy
 from vptt.stores.records import persona_texts, text_key
@@ -127,6 +127,26 @@ def test_two_writers_of_different_versions_leave_no_orphans(backend, tmp_path, r
     b.invalidate()
     assert b.embedded("alice").persona == v2
     assert b.check().ok and n_vectors(b) == expected_vectors(b)
+
+
+@pytest.mark.parametrize("backend", ["embedded", "server"])
+def test_cache_never_hides_another_writers_commit(backend, tmp_path, request) -> None:
+    """The in-memory matrices are derived: a write by another process shows at the next read."""
+    if backend == "server":
+        host, port = request.getfixturevalue("chroma_server")
+        kwargs = {"host": host, "port": port, "prefix": f"cache{os.getpid()}"}
+    else:
+        kwargs = {"path": tmp_path / "db"}
+    reader, writer = ChromaPersonaStore(Hash384(), **kwargs), ChromaPersonaStore(Hash384(), **kwargs)
+    v0, v1, _ = versions()
+    writer.upsert(v0)
+    assert reader.embedded("alice").persona == v0
+    writer.upsert(v1)
+    assert reader.embedded("alice").persona == v1
+    assert np.allclose(reader.embedded("alice").caption_embs, Hash384().embed([p.caption for p in v1.posts]))
+    writer.delete("alice")
+    with pytest.raises(PersonaNotFoundError):
+        reader.embedded("alice")
 
 
 def test_torn_record_reads_are_retried(tmp_path, monkeypatch) -> None:
