@@ -17,9 +17,9 @@ from vptt.agents.results import IngestReport, PersonalizationResult
 from vptt.agents.trace import RetrievalTrace
 from vptt.agents.vprag import VPRAGConfig
 from vptt.core.checks import check_persona_arg, check_query
-from vptt.core.errors import ConfigError, NoPostsError
+from vptt.core.errors import ConfigError, FieldProblem, NoPostsError
 from vptt.core.models import Persona
-from vptt.core.personas import OnError, load_personas
+from vptt.core.personas import OnError
 from vptt.core.settings import VPTTSettings
 from vptt.stores.base import PersonaStore
 from vptt.stores.embedders import Embedder
@@ -27,6 +27,8 @@ from vptt.stores.records import EmbeddedPersona, embed_persona
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from vptt.stores.engine import EmbedEngine
 
 
 class Personalizer:
@@ -73,22 +75,36 @@ class Personalizer:
 
     # -- memory --------------------------------------------------------------------------------------------
     def ingest(self, source: str | os.PathLike[str] | Iterable[Persona], *, on_error: OnError = "raise",
-               progress: bool | Callable[[int], None] = False) -> IngestReport:
-        """Validate a JSONL file (or personas) and upsert every persona; bad input writes nothing."""
-        skipped: list[str] = []
+               progress: bool | Callable[[int], None] = False, engine: EmbedEngine | None = None,
+               batch_texts: int | None = None) -> IngestReport:
+        """Validate a JSONL file (or personas) and upsert every persona; bad input writes nothing.
+
+        Each unique text is embedded once (texts the store already holds are not embedded again); a large file
+        is streamed, and the next batch embeds while the previous one is written.
+
+        Args:
+            source: a persona JSONL file, or personas.
+            on_error: ``"raise"`` (a bad line stops everything before any write) or ``"skip"`` bad lines.
+            progress: a tqdm bar over embedded texts (True) or a callback called with counts of texts.
+            engine: how to embed, e.g. ``vptt.sdk.ray_ingest.RayEmbedEngine``; default: in this process.
+            batch_texts: new texts per write batch (default: the store's).
+        """
+        from vptt.stores.ingest import validated_personas
+
+        t0 = time.perf_counter()
+        skipped: list[FieldProblem] = []
         path = ""
         if isinstance(source, (str, os.PathLike)):
-            loaded = load_personas(source, on_error=on_error)
-            personas: Sequence[Persona] = loaded
-            skipped = [str(p) for p in loaded.skipped]
+            personas: Iterable[Persona] = validated_personas(source, on_error=on_error, skipped=skipped)
             path = str(source)
         else:
-            personas = list(source)
-        results = self.store.upsert_many(personas, progress=progress)
-        report = IngestReport(path=path, skipped=skipped)
+            personas = source
+        results = self.store.upsert_many(personas, progress=progress, engine=engine, batch_texts=batch_texts)
+        report = IngestReport(path=path, skipped=[str(p) for p in skipped])
         for r in results:
             getattr(report, r.status).append(r.persona_id)
             report.texts_embedded += r.texts_embedded
+        report.seconds = round(time.perf_counter() - t0, 3)
         return report
 
     def embedded(self, persona: Persona | str) -> EmbeddedPersona:

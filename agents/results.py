@@ -99,3 +99,4 @@ class IngestReport(BaseModel):
     unchanged: list[str] = Field(default_factory=list)
     texts_embedded: int = 0
     skipped: list[str] = Field(default_factory=list)
+    seconds: float = 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,11 +149,23 @@ def load_personas(path: str | os.PathLike[str], *, on_error: OnError = "raise") 
         ['a']
         >>> os.unlink(f.name)
     """
+    skipped: list[FieldProblem] = []
+    good = list(iter_personas(path, on_error=on_error, skipped=skipped))
+    return PersonaList(good, path=str(path), skipped=skipped)
+
+
+def iter_personas(path: str | os.PathLike[str], *, on_error: OnError = "raise",
+                  skipped: list[FieldProblem] | None = None) -> Iterator[Persona]:
+    """Personas of a JSONL file one at a time (constant memory); :func:`load_personas` without the list.
+
+    Args:
+        path: the JSONL file.
+        on_error: ``"raise"`` stops at the first bad line; ``"skip"`` leaves bad lines out.
+        skipped: with ``"skip"``, the problems of bad lines are appended here.
+    """
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     file = str(path)
-    good: list[Persona] = []
-    skipped: list[FieldProblem] = []
     first_line: dict[str, int] = {}
     with open(path, "rb") as fh:
         for lineno, raw_bytes in enumerate(fh, 1):
@@ -169,11 +181,11 @@ def load_personas(path: str | os.PathLike[str], *, on_error: OnError = "raise") 
             except PersonaValidationError as exc:
                 if on_error == "raise":
                     raise
-                skipped.extend(exc.problems)
+                if skipped is not None:
+                    skipped.extend(exc.problems)
                 continue
             first_line[persona.persona_id] = lineno
-            good.append(persona)
-    return PersonaList(good, path=file, skipped=skipped)
+            yield persona
 
 
 def dump_personas(personas: Iterable[Persona], path: str | os.PathLike[str]) -> int:

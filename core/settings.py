@@ -61,6 +61,7 @@ class VPTTSettings(BaseSettings):
     chroma_port: int = Field(default=8000, ge=1, le=65535, description="port of the Chroma server")
     chroma_ssl: bool = Field(default=False, description="talk to the Chroma server over HTTPS")
     collection_prefix: str = Field(default="vptt", description="prefix of this project's Chroma collections")
+    chroma_timeout_s: float = Field(default=60.0, gt=0, description="seconds a Chroma server may take per request")
     # -- embeddings
     embedder: Literal["minilm", "openai"] = Field(default="minilm", description="text embedder: local MiniLM or an OpenAI-compatible endpoint")
     embedder_model: str | None = Field(default=None, description="MiniLM directory, or OpenAI model name")
@@ -115,7 +116,7 @@ class VPTTSettings(BaseSettings):
         except ValidationError as exc:
             raise ConfigError(_explain(exc, values)) from None
 
-    @field_validator("tau", "request_timeout_s", "text_gate_threshold")
+    @field_validator("tau", "request_timeout_s", "text_gate_threshold", "chroma_timeout_s")
     @classmethod
     def _finite(cls, v: float | None) -> float | None:
         if v is not None and not math.isfinite(v):

@@ -1,12 +1,15 @@
 """Embedded persona memory: the matrices retrieval runs on, and the items a store writes.
 
-A persona becomes one :class:`Item` per caption and per post element (each with its embedding) plus the
-persona card embedding. :class:`EmbeddedPersona` is the read-side view: caption matrix, element table and card
-vector, ready for VPRAG and the VPTT score.
+A store keeps one vector per unique (embedder, text) — a caption or an element — under :func:`text_key`, plus
+each persona's card vector. :class:`EmbeddedPersona` is the read-side view: caption matrix, element table and
+card vector, ready for VPRAG and the VPTT score; :func:`assemble` builds it from a persona and its texts'
+vectors.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -14,25 +17,6 @@ import numpy as np
 
 from vptt.core.models import Persona, Post
 from vptt.stores.embedders import Embedder
-
-
-@dataclass(frozen=True)
-class Item:
-    """One stored, embedded text of a persona: a caption or a post element."""
-
-    id: str
-    kind: str  # "caption" | "element"
-    post_id: str
-    post_hash: str
-    text: str
-    embedding: np.ndarray
-    category: str = ""
-    position: int = 0  # index of the element within its post's category list
-
-    def metadata(self) -> dict[str, str | int]:
-        """Flat metadata (for vector stores that keep str/int values only)."""
-        return {"kind": self.kind, "post_id": self.post_id, "post_hash": self.post_hash,
-                "category": self.category, "position": self.position}
 
 
 @dataclass(frozen=True)
@@ -89,76 +73,79 @@ class EmbeddedPersona:
         return [p.post_id for p in self.persona.posts]
 
 
-def caption_item_id(post: Post, post_hash: str) -> str:
-    return f"c|{post.post_id}|{post_hash}"
+def text_key(embedder: str, text: str) -> str:
+    """The store key of ``text`` embedded by ``embedder``: one vector per (embedder, text), shared by personas.
+
+    Example:
+        >>> text_key("minilm", "golden hour light") == text_key("minilm", "golden hour light")
+        True
+        >>> text_key("minilm", "a") != text_key("other-model", "a")
+        True
+    """
+    return hashlib.sha256(f"{embedder}\x00{text}".encode()).hexdigest()[:32]
 
 
-def post_items_texts(post: Post) -> list[tuple[str, str, str, int]]:
-    """``(kind, text, category, position)`` for the caption and every element of a post, in stable order."""
-    out = [("caption", post.caption, "", 0)]
-    for cat, items in post.elements.items():
-        out.extend(("element", text, cat, j) for j, text in enumerate(items))
-    return out
+def post_texts(post: Post) -> list[str]:
+    """The caption and every element of a post, each text once, in stable order."""
+    out = {post.caption: None}
+    for items in post.elements.values():
+        out.update(dict.fromkeys(items))
+    return list(out)
 
 
-def build_post_items(post: Post, vectors: dict[str, np.ndarray]) -> list[Item]:
-    """The items of one post, with embeddings looked up by text in ``vectors``."""
-    h = post.content_hash()
-    items = []
-    for kind, text, cat, pos in post_items_texts(post):
-        item_id = caption_item_id(post, h) if kind == "caption" else f"e|{post.post_id}|{h}|{cat}|{pos}"
-        items.append(Item(item_id, kind, post.post_id, h, text, vectors[text], cat, pos))
-    return items
-
-
-def assemble(persona: Persona, card_emb: np.ndarray, items: list[Item], embedder: str = "") -> EmbeddedPersona:
-    """Build the read-side matrices from a persona and its items (items of other post versions ignored)."""
-    dim = int(card_emb.shape[-1])
-    index = {p.post_id: i for i, p in enumerate(persona.posts)}
-    wanted = {p.post_id: p.content_hash() for p in persona.posts}
-    captions = np.zeros((len(persona.posts), dim), dtype=np.float32)
-    have = np.zeros(len(persona.posts), dtype=bool)
-    rows: list[Item] = []
-    for it in items:
-        if wanted.get(it.post_id) != it.post_hash:
-            continue
-        if it.kind == "caption":
-            captions[index[it.post_id]] = it.embedding
-            have[index[it.post_id]] = True
-        else:
-            rows.append(it)
-    if not have.all():
-        missing = [persona.posts[i].post_id for i in np.flatnonzero(~have)]
-        raise LookupError(f"persona {persona.persona_id!r}: no stored caption embedding for posts {missing}")
-    rows.sort(key=lambda it: (index[it.post_id], it.category, it.position))
-    if rows:
-        table = ElementTable(
-            texts=[it.text for it in rows],
-            embs=np.stack([it.embedding for it in rows]).astype(np.float32),
-            post_idx=np.array([index[it.post_id] for it in rows], dtype=np.int64),
-            category=[it.category for it in rows],
-            position=np.array([it.position for it in rows], dtype=np.int64),
-        )
-    else:
-        table = ElementTable.empty(dim)
-    return EmbeddedPersona(persona, np.asarray(card_emb, np.float32), captions, table, embedder)
+def persona_texts(persona: Persona, posts: Sequence[Post] | None = None) -> list[str]:
+    """Unique caption and element texts of ``posts`` (default: all posts); the card is not included."""
+    out: dict[str, None] = {}
+    for post in persona.posts if posts is None else posts:
+        out.update(dict.fromkeys(post_texts(post)))
+    return list(out)
 
 
 def texts_to_embed(persona: Persona, posts: list[Post] | None = None, card: bool = True) -> list[str]:
     """Unique texts needed to embed ``posts`` (default: all) and, if ``card``, the persona card."""
-    posts = persona.posts if posts is None else posts
-    texts: dict[str, None] = {}
-    if card:
-        texts[persona.card_text()] = None
-    for post in posts:
-        for _, text, _, _ in post_items_texts(post):
-            texts[text] = None
+    texts = dict.fromkeys([persona.card_text()] if card else [])
+    texts.update(dict.fromkeys(persona_texts(persona, posts)))
     return list(texts)
+
+
+def assemble(persona: Persona, card_emb: np.ndarray, vectors: Mapping[str, np.ndarray],
+             embedder: str = "") -> EmbeddedPersona:
+    """The read-side matrices of a persona from its texts' vectors (``vectors[text]``).
+
+    Element rows are ordered by post, then category name, then position in the post's list.
+
+    Raises:
+        LookupError: a caption or element text has no vector.
+    """
+    dim = int(np.asarray(card_emb).shape[-1])
+    missing = [t for t in persona_texts(persona) if t not in vectors]
+    if missing:
+        raise LookupError(f"persona {persona.persona_id!r}: {len(missing)} text(s) have no stored vector, "
+                          f"e.g. {missing[0][:60]!r}")
+    captions = np.zeros((len(persona.posts), dim), dtype=np.float32)
+    texts: list[str] = []
+    post_idx: list[int] = []
+    category: list[str] = []
+    position: list[int] = []
+    for i, post in enumerate(persona.posts):
+        captions[i] = vectors[post.caption]
+        for cat in sorted(post.elements):
+            for j, text in enumerate(post.elements[cat]):
+                texts.append(text)
+                post_idx.append(i)
+                category.append(cat)
+                position.append(j)
+    if texts:
+        table = ElementTable(texts=texts, embs=np.stack([vectors[t] for t in texts]).astype(np.float32),
+                             post_idx=np.array(post_idx, dtype=np.int64), category=category,
+                             position=np.array(position, dtype=np.int64))
+    else:
+        table = ElementTable.empty(dim)
+    return EmbeddedPersona(persona, np.asarray(card_emb, np.float32), captions, table, embedder)
 
 
 def embed_persona(persona: Persona, embedder: Embedder) -> EmbeddedPersona:
     """Embed a persona in memory (no store): card, captions and elements, each unique text once."""
     texts = texts_to_embed(persona)
     vectors = dict(zip(texts, embedder.embed(texts)))
-    items = [it for post in persona.posts for it in build_post_items(post, vectors)]
-    return assemble(persona, vectors[persona.card_text()], items, embedder.name)
+    return assemble(persona, vectors[persona.card_text()], vectors, embedder.name)

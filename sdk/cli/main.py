@@ -75,13 +75,25 @@ def main(ctx: typer.Context,
 @app.command()
 @cli_errors
 def ingest(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="Persona JSONL file."),
-           on_error: str = typer.Option("raise", help="raise: stop at the first bad line; skip: load the rest.")) -> None:
-    """Validate FILE and upsert its personas (idempotent: re-ingesting changes nothing)."""
-    report = personalizer().ingest(file, on_error=on_error, progress=not quiet())  # type: ignore[arg-type]
-    console.print(f"created {len(report.created)}, updated {len(report.updated)}, "
-                  f"unchanged {len(report.unchanged)}; embedded {report.texts_embedded} texts")
-    for line in report.skipped:
-        err.print(f"[yellow]skipped[/yellow] {plain(line)}", soft_wrap=True)
+           on_error: str = typer.Option("raise", help="raise: stop at the first bad line; skip: load the rest."),
+           backend: str = typer.Option("local", help="local: embed in this process on all cores; ray: Ray "
+                                                     "workers embed, this process writes."),
+           workers: int = typer.Option(2, help="Ray workers (--backend ray)."),
+           ray_address: Optional[str] = typer.Option(None, help="A running Ray cluster (default: start Ray here)."),
+           device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N or mps for the local model "
+                                                          "(default: VPTT_DEVICE)."),
+           gpus_per_worker: float = typer.Option(0.0, help="GPUs per Ray worker (with --device cuda)."),
+           threads: Optional[int] = typer.Option(None, help="Torch threads per worker (default: cores / workers)."),
+           batch_texts: Optional[int] = typer.Option(None, help="New texts per write batch (default 4096).")
+           ) -> None:
+    """Validate FILE and upsert its personas (idempotent: re-ingesting changes nothing).
+
+    Each unique text is embedded once and stored once; the next batch embeds while the previous one is written.
+    """
+    from vptt.sdk.cli._ingest import run_ingest
+
+    run_ingest(file, on_error=on_error, backend=backend, workers=workers, ray_address=ray_address, device=device,
+               gpus_per_worker=gpus_per_worker, threads=threads, batch_texts=batch_texts, console=console, err=err)
 
 
 DEMO_QUERIES = [
@@ -131,6 +143,7 @@ def _register_groups() -> None:
         score_masc,
         score_stellar,
         serve,
+        store,
         validate,
     )
 
@@ -138,6 +151,7 @@ def _register_groups() -> None:
     serve.register(app)
     evaluate.register(app)
     app.add_typer(personas.personas_app, name="personas")
+    app.add_typer(store.store_app, name="store")
     for module in (score_masc, score_fpr, score_clip, score_stellar, score_judge):
         module.register(score_app)
     feedback.register(app)

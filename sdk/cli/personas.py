@@ -37,7 +37,7 @@ def personas_list(as_json: bool = typer.Option(False, "--json", help="Print JSON
         table.add_row(plain(pid), "" if d.age is None else str(d.age), plain(d.occupation),
                       plain(f"{d.city}, {d.country}".strip(", ")), str(len(p.posts)))
     console.print(table)
-    console.print(f"{len(ids)} persona(s)")
+    console.print(f"{len(ids)} persona(s) in {store.location}", highlight=False)
 
 
 @personas_app.command("show")
