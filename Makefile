@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-slow bench clean
+.PHONY: install demo test test-slow bench docs clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_personalize.py
+
+docs: $(STAMP)
+	# the settings reference in docs/configuration.md is generated from VPTTSettings
+	$(PY) -c "import pathlib, vptt.core.settings as s; p = pathlib.Path('docs/configuration.md'); p.write_text(s.fill_settings_table(p.read_text()))"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -240,3 +240,16 @@ def settings_table() -> str:
         rows.append(f"| `VPTT_{name.upper()}` | {kind} | {default} | {meaning} |")
     return "\n".join(rows)
 
+
+
+_TABLE_START = "<!-- settings-table"
+_TABLE_END = "<!-- /settings-table -->"
+
+
+def fill_settings_table(markdown: str) -> str:
+    """``markdown`` with the text between the settings-table markers replaced by :func:`settings_table`."""
+    start = markdown.index(_TABLE_START)
+    head_end = markdown.index("-->", start) + len("-->")
+    end = markdown.index(_TABLE_END, head_end)
+    return markdown[:head_end] + "\n" + settings_table() + "\n" + markdown[end:]
+

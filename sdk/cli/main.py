@@ -18,7 +18,6 @@ from vptt.sdk.cli._common import (
     configure_output,
     fail,
     personalizer,
-    plain,
     quiet,
     set_settings,
 )
