@@ -1,6 +1,6 @@
 """Ingest throughput by engine: this process, Ray with 1 and 2 workers (and a GPU when asked), same bank, one run.
 
-Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ingest.py [--personas 6] [--rounds 1] [--device cuda]``.
+Run: ``HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_ingest.py [--personas 20] [--rounds 1] [--device cuda]``.
 
 The bank is N procedural personas (``vptt bench generate --procedural N --seed 11``); every run ingests it into a
 fresh embedded Chroma store with the real MiniLM, no cache, so each run embeds the same unique texts. Ray runs
@@ -73,7 +73,11 @@ def inside(args: argparse.Namespace) -> None:
 
     run(f"local ({torch_threads(1)} threads, {args.device})", LocalEngine(minilm, threads=torch_threads(1)))
     settings = VPTTSettings(device=args.device, data_dir=work / "data")
-    engines = {w: RayEmbedEngine.from_settings(settings, workers=w, threads_per_worker=1) for w in (1,)}
+    from vptt.sdk._ray_backend import init_ray
+
+    # one Ray instance with room for 1 + 2 single-thread workers (the engines stay up between ABBA rounds)
+    init_ray(3)
+    engines: dict[int, RayEmbedEngine] = {}
     try:
         for w in [1, 2, 2, 1] * args.rounds:
             if w not in engines:
@@ -82,6 +86,9 @@ def inside(args: argparse.Namespace) -> None:
     finally:
         for e in engines.values():
             e.close()
+        import ray
+
+        ray.shutdown()
     one = sum(results["ray, 1 worker(s) x 1 thread"]) / len(results["ray, 1 worker(s) x 1 thread"])
     two = sum(results["ray, 2 worker(s) x 1 thread"]) / len(results["ray, 2 worker(s) x 1 thread"])
     speedup = one / two
@@ -103,7 +110,7 @@ def inside(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--personas", type=int, default=6)
+    ap.add_argument("--personas", type=int, default=20)
     ap.add_argument("--rounds", type=int, default=1, help="ABBA rounds of (1, 2, 2, 1) Ray workers")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)

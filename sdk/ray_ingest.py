@@ -57,6 +57,19 @@ class _EmbedActor:
         return self.embedder.embed(texts)
 
 
+def _check_fits(resources: dict[str, float], workers: int, threads: int, gpus: float, *, started: bool) -> None:
+    """Raise if ``workers`` actors of ``threads`` CPUs and ``gpus`` GPUs each cannot all run on ``resources``."""
+    cpus, have_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if workers * threads <= cpus and workers * gpus <= have_gpus + 1e-9:
+        return
+    why = ("" if started else "; this process already runs a Ray instance of that size (ray.init earlier, or "
+           "another engine): start it with enough CPUs, or close the other engine first")
+    raise ConfigError(f"{workers} Ray worker(s) x {threads} thread(s)"
+                      + (f" x {gpus} GPU(s)" if gpus else "")
+                      + f" need {workers * threads} CPU(s) and {workers * gpus:g} GPU(s); the local Ray instance "
+                      f"has {cpus:g} CPU(s) and {have_gpus:g} GPU(s){why}")
+
+
 class RayEmbedEngine:
     """Embeds chunks of texts on ``workers`` Ray actors.
 
@@ -69,11 +82,16 @@ class RayEmbedEngine:
         gpus_per_worker: GPUs per actor (e.g. 1 with ``device="cuda"`` settings, or 0.25 to share one).
         inflight: chunks queued per actor, so no worker waits for the next one.
         runtime_env: Ray runtime environment for a cluster.
+        start_timeout_s: how long the actors may take to start and load their model.
+
+    Raises:
+        ConfigError: the Ray instance this process already runs has fewer CPUs (or GPUs) than the actors need
+            (they would wait for them forever), or the actors did not start within ``start_timeout_s``.
     """
 
     def __init__(self, factory: Callable[[], Embedder], *, workers: int = 2, address: str | None = None,
                  threads_per_worker: int | None = None, gpus_per_worker: float = 0.0, inflight: int = 2,
-                 runtime_env: dict[str, Any] | None = None) -> None:
+                 runtime_env: dict[str, Any] | None = None, start_timeout_s: float = 600.0) -> None:
         if workers < 1 or inflight < 1:
             raise ConfigError(f"workers and inflight must be at least 1, got {workers} and {inflight}")
         threads = threads_per_worker or (torch_threads(workers) if address is None else 1)
@@ -81,10 +99,18 @@ class RayEmbedEngine:
         import ray
 
         self._ray = ray
+        self.actors: list[Any] = []
+        if address is None:  # a fixed local instance: actors that do not fit would stay pending forever
+            _check_fits(ray.cluster_resources(), workers, threads, gpus_per_worker, started=self._started)
         actor_cls = ray.remote(num_cpus=threads, num_gpus=gpus_per_worker)(_EmbedActor)
         self.actors = [actor_cls.remote(factory, threads) for _ in range(workers)]
         try:
-            ids = ray.get([a.identity.remote() for a in self.actors])
+            ids = ray.get([a.identity.remote() for a in self.actors], timeout=start_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            self.close()
+            raise ConfigError(f"{workers} Ray embedding worker(s) did not start within {start_timeout_s:.0f} s: "
+                              f"the cluster may lack {threads} CPU(s) per worker"
+                              + (f" and {gpus_per_worker} GPU(s)" if gpus_per_worker else "")) from None
         except Exception:
             self.close()
             raise

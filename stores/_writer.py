@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from vptt.stores.base import PersonaStore
 
 MAX_BATCH_PERSONAS = 512
-CHUNK_TEXTS = 256  # texts per engine chunk (the unit a worker embeds)
+CHUNK_TEXTS = 64  # texts per engine chunk (the unit a worker embeds; small enough to balance 2+ workers)
 
 
 @dataclass

@@ -204,3 +204,17 @@ def test_ray_ingest_equals_local(tmp_path, two_personas, embedder) -> None:
         assert np.allclose(a.caption_embs, b.caption_embs, atol=1e-5)
         assert np.allclose(a.elements.embs, b.elements.embs, atol=1e-5)
     assert ray_store.check().ok
+
+
+def test_ray_engine_refuses_workers_that_cannot_fit() -> None:
+    """Actors that do not fit a fixed local Ray instance would wait forever: a clear error instead."""
+    pytest.importorskip("ray")
+    from vptt.core.errors import ConfigError
+    from vptt.sdk.ray_ingest import _check_fits
+
+    _check_fits({"CPU": 3.0}, 2, 1, 0.0, started=False)           # fits
+    _check_fits({"CPU": 4.0, "GPU": 1.0}, 4, 1, 0.25, started=True)  # GPUs shared
+    with pytest.raises(ConfigError, match=r"need 2 CPU\(s\).*has 1 CPU\(s\).*already runs a Ray instance"):
+        _check_fits({"CPU": 1.0}, 2, 1, 0.0, started=False)
+    with pytest.raises(ConfigError, match=r"need 2 CPU\(s\) and 2 GPU\(s\).*has 4 CPU\(s\) and 1 GPU"):
+        _check_fits({"CPU": 4.0, "GPU": 1.0}, 2, 1, 1.0, started=True)
