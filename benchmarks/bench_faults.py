@@ -619,24 +619,20 @@ def _report_with_na(rel: str) -> Callable[[str, str, Path], str | None]:
     return check
 
 
-_ORPHAN_PY = f'''
+_ORPHAN_PY = '''
 import os, chromadb
 from chromadb.config import Settings
 c = chromadb.PersistentClient(path=os.environ["VPTT_DATA_DIR"] + "/chroma", settings=Settings(anonymized_telemetry=False))
-idx = c.get_collection("vptt-personas")
-meta = idx.get(ids=["{P1}"], include=["metadatas"])["metadatas"][0]
-col = c.get_collection(meta["collection"])
-got = col.get(limit=1, include=["embeddings", "documents", "metadatas"])
-m = dict(got["metadatas"][0], post_hash="0000orphan000000")
-col.add(ids=["orphan-item-1"], embeddings=[got["embeddings"][0]], documents=[got["documents"][0]], metadatas=[m])
+col = c.get_collection("vptt-v2-vectors")  # the shared vocabulary: a vector no persona references is an orphan
+got = col.get(limit=1, include=["embeddings"])
+col.add(ids=["orphan-vector-1"], embeddings=[got["embeddings"][0]])
 '''
-_ORPHAN_CHECK = f'''
+_ORPHAN_CHECK = '''
 import os, chromadb
 from chromadb.config import Settings
 c = chromadb.PersistentClient(path=os.environ["VPTT_DATA_DIR"] + "/chroma", settings=Settings(anonymized_telemetry=False))
-meta = c.get_collection("vptt-personas").get(ids=["{P1}"], include=["metadatas"])["metadatas"][0]
-if c.get_collection(meta["collection"]).get(ids=["orphan-item-1"])["ids"]:
-    print("WRONG: the orphan item is still stored")
+if c.get_collection("vptt-v2-vectors").get(ids=["orphan-vector-1"])["ids"]:
+    print("WRONG: the orphan vector is still stored")
 '''
 
 
