@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -118,15 +117,9 @@ def main() -> None:
     if args.inside:
         inside(args)
         return
-    from vptt.sdk._ray_backend import isolated_argv, isolation_available
+    from bench_ray import rerun_isolated
 
-    ok, why = isolation_available()
-    if not ok:
-        sys.exit(f"refusing to start Ray outside a private network namespace: {why}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
-    argv = isolated_argv([sys.executable, __file__, "--inside", *sys.argv[1:]])
-    sys.exit(subprocess.run(argv, env=env).returncode)
-
+    rerun_isolated(__file__)
 
 if __name__ == "__main__":
     main()

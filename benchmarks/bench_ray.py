@@ -149,6 +149,19 @@ def inside(args: argparse.Namespace) -> None:
           f"{1e4 / (s1 * 128) / 60:.1f} min with 128 (plus start-up)")
 
 
+def rerun_isolated(script: str) -> None:
+    """Run ``script`` again with ``--inside`` in a private network namespace (loopback only), then exit with its
+    code: Ray probes cloud-metadata addresses at start and must never reach anything but loopback."""
+    from vptt.sdk._ray_backend import isolated_argv, isolation_available
+
+    ok, why = isolation_available()
+    if not ok:
+        sys.exit(f"refusing to start Ray outside a private network namespace: {why}")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
+    cmd = isolated_argv([sys.executable, str(Path(script).resolve()), *sys.argv[1:], "--inside"])
+    sys.exit(subprocess.run(cmd, env=env, cwd=ROOT).returncode)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--personas", type=int, default=120)
@@ -161,16 +174,7 @@ def main() -> None:
     if args.inside:
         inside(args)
         return
-    from vptt.sdk._ray_backend import isolated_argv, isolation_available
-
-    ok, why = isolation_available()
-    if not ok:
-        sys.exit(f"refusing to start Ray outside a private network namespace: {why}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
-           "ANONYMIZED_TELEMETRY": "False"}
-    cmd = isolated_argv([sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--inside"])
-    sys.exit(subprocess.run(cmd, env=env, cwd=ROOT).returncode)
-
+    rerun_isolated(__file__)
 
 if __name__ == "__main__":
     main()
