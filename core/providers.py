@@ -321,6 +321,17 @@ def retry_wait(exc: BaseException, delay: float, cfg: RetryConfig) -> float:
     return min(after, cfg.max_interval) if after is not None else delay
 
 
+def _after_failure(exc: Exception, attempt: int, what: str, retry: RetryConfig, secrets: Sequence[str | None],
+                   delays: Iterator[float]) -> tuple[ProviderError | None, float]:
+    """After a failed attempt: the typed error to raise (last attempt, or not retryable), else the wait."""
+    if attempt == retry.max_attempts or not is_retryable(exc, retry):
+        return to_provider_error(exc, what, attempt, secrets), 0.0
+    wait = retry_wait(exc, next(delays), retry)
+    log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, attempt,
+                retry.max_attempts, wait)
+    return None, wait
+
+
 def call_with_retry(fn: Callable[[], T], *, what: str, retry: RetryConfig, secrets: Sequence[str | None] = (),
                     sleep: Callable[[float], None] = time.sleep) -> T:
     """Call ``fn`` until it succeeds or a non-transient error / the last attempt; errors become typed.
@@ -336,14 +347,9 @@ def call_with_retry(fn: Callable[[], T], *, what: str, retry: RetryConfig, secre
         except VPTTError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised typed
-            if attempt == retry.max_attempts or not is_retryable(exc, retry):
-                error = to_provider_error(exc, what, attempt, secrets)
-            else:
-                wait = retry_wait(exc, next(delays), retry)
-                log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, attempt,
-                            retry.max_attempts, wait)
+            error, wait = _after_failure(exc, attempt, what, retry, secrets, delays)
         if error is not None:
-            raise error
+            raise error  # outside the except block: no provider exception (or key) in its chain
         sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -359,13 +365,8 @@ async def acall_with_retry(fn: Callable[[], Awaitable[T]], *, what: str, retry: 
             return await fn()
         except VPTTError:
             raise
-        except Exception as exc:  # noqa: BLE001
-            if attempt == retry.max_attempts or not is_retryable(exc, retry):
-                error = to_provider_error(exc, what, attempt, secrets)
-            else:
-                wait = retry_wait(exc, next(delays), retry)
-                log.warning("%s: %s (attempt %d/%d), retrying in %.2fs", what, type(exc).__name__, attempt,
-                            retry.max_attempts, wait)
+        except Exception as exc:  # noqa: BLE001 - classified below, re-raised typed
+            error, wait = _after_failure(exc, attempt, what, retry, secrets, delays)
         if error is not None:
             raise error
         await sleep(wait)
