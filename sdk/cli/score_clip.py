@@ -8,7 +8,16 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from vptt.core.errors import ConfigError, VPTTError
+from vptt.core.errors import ConfigError
+from vptt.sdk.cli._score import (
+    batch_option,
+    device_option,
+    dtype_option,
+    emit,
+    input_errors,
+    json_option,
+    out_option,
+)
 
 if TYPE_CHECKING:
     from vptt.evaluators.clip_dino import ClipDinoEvaluator, ClipDinoReport
@@ -95,16 +104,16 @@ def register(score_app: typer.Typer) -> None:
         prompts: Optional[Path] = typer.Option(None, "--prompts", help="JSON {image name or relative path: prompt}; a sidecar IMAGE.txt also works."),
         clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP/SigLIP directory or Hub id (DreamBench: openai/clip-vit-base-patch32)."),
         dino_model: Optional[str] = typer.Option(None, "--dino-model", help="DINO/DINOv2 directory or Hub id (DreamBench: facebook/dino-vits16)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps or auto."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
-        batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+        device: str = device_option(),
+        dtype: str = dtype_option(),
+        batch_size: int = batch_option(),
+        as_json: bool = json_option(),
+        out: Optional[Path] = out_option(),
     ) -> None:
         """CLIP-I and DINO (mean cosine to the references) and CLIP-T (100 x cosine to the prompt)."""
         from vptt.evaluators._image_encoders import dump_json
 
-        try:
+        with input_errors():
             if not generated.exists():
                 raise ConfigError(f"not found: {generated}")
             subjects = collect_subjects(generated, references, _read_prompts(prompts), prompt)
@@ -112,10 +121,4 @@ def register(score_app: typer.Typer) -> None:
                                          dtype=dtype, batch_size=batch_size)
             report = evaluator.score_subjects(subjects)
             text = dump_json(report, out)
-        except (VPTTError, ValueError, OSError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-        if as_json:
-            typer.echo(text)
-        else:
-            _print_table(report)
+        emit(text, as_json, lambda: _print_table(report))

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from vptt.core.errors import ConfigError, VPTTError
+from vptt.core.errors import ConfigError
+from vptt.sdk.cli._score import (
+    batch_option,
+    device_option,
+    dtype_option,
+    emit,
+    input_errors,
+    json_option,
+    out_option,
+)
 
 if TYPE_CHECKING:
     from vptt.evaluators.fpr import FinerPersonalizationRank, FPRResult
@@ -68,26 +77,20 @@ def register(score_app: typer.Typer) -> None:
         encoder: str = typer.Option(..., "--encoder", help="CLIP / DINOv2 / SigLIP / DINO checkpoint directory or Hub id (a Hub id downloads unless HF_HUB_OFFLINE=1)."),
         on_reference: str = typer.Option("exclude", "--on-reference", help="exclude: drop references found in the gallery; raise: stop."),
         k: list[int] = typer.Option([1, 5, 10], "--k", help="Recall@k ranks (repeatable)."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps or auto."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
-        batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+        device: str = device_option(),
+        dtype: str = dtype_option(),
+        batch_size: int = batch_option(),
+        as_json: bool = json_option(),
+        out: Optional[Path] = out_option(),
     ) -> None:
         """Rank each generated image against the gallery of its group: mAP, Recall@k, same-identity cosine."""
         from vptt.evaluators._image_encoders import dump_json
         from vptt.evaluators.fpr import build_gallery, scan_labelled_dir
 
-        try:
+        with input_errors():
             built = build_gallery(scan_labelled_dir(gallery), reference_files(references),
                                   on_reference=on_reference)  # type: ignore[arg-type]  # checked there
             ranker = _build_ranker(encoder, device=device, dtype=dtype, batch_size=batch_size, ks=k)
             result = ranker.score(scan_labelled_dir(generated), built)
             text = dump_json(result, out)
-        except (VPTTError, ValueError, OSError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-        if as_json:
-            typer.echo(text)
-        else:
-            _print_table(result)
+        emit(text, as_json, lambda: _print_table(result))

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from vptt.core.errors import ConfigError, VPTTError
+from vptt.core.errors import ConfigError
+from vptt.sdk.cli._score import input_errors
 
 if TYPE_CHECKING:
     from vptt.evaluators.masked_similarity import MaskedPair, MaskedSimilarity, MaskedSimilarityResult
@@ -117,7 +118,7 @@ def register(score_app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print one JSON object per pair (NaN as null)."),
     ) -> None:
         """Concept preservation (CP) and prompt following (PF) from one SigLIP2 forward per image (MaSC)."""
-        try:
+        with input_errors():
             if pairs_file is not None and (reference or output):
                 raise ConfigError("use either --pairs or --reference/--output, not both")
             pairs = (read_pairs_jsonl(pairs_file) if pairs_file is not None
@@ -125,9 +126,6 @@ def register(score_app: typer.Typer) -> None:
             scorer = _build_scorer(model, device=device, dtype=dtype, naflex_max_patches=max_patches,
                                    fg_threshold=threshold, stripper=stripper, batch_size=batch_size)
             results = scorer.score_batch(pairs)
-        except (VPTTError, ValueError, OSError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
         if not as_json:
             _print_table(pairs, results)
             return

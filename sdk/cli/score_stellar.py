@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from vptt.core.errors import ConfigError, VPTTError
+from vptt.core.errors import ConfigError
+from vptt.sdk.cli._score import device_option, dtype_option, emit, input_errors, json_option, out_option
 
 if TYPE_CHECKING:
     from vptt.evaluators.stellar import IdentityImages, StellarEvaluator, StellarResult, StellarSample
@@ -118,16 +119,16 @@ def register(score_app: typer.Typer) -> None:
         gate_std: float = typer.Option(2.0, "--gate-std", help="Gate: clip_t > clip_n + N * std(clip_n)."),
         threshold: float = typer.Option(0.1, "--threshold", help="Minimum detection score for RFS boxes."),
         query_template: str = typer.Option("a photo of a {}", "--query-template", help="Detector text per object."),
-        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps or auto."),
-        dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
-        as_json: bool = typer.Option(False, "--json", help="Print the result as JSON instead of a table."),
-        out: Optional[Path] = typer.Option(None, "--out", help="Also write the JSON result to this file."),
+        device: str = device_option(),
+        dtype: str = dtype_option(),
+        as_json: bool = json_option(),
+        out: Optional[Path] = out_option(),
     ) -> None:
         """Identity (IPS, SIS), attributes (APS), objects (GOA) and relations (RFS) of generated images."""
         from vptt.evaluators._image_encoders import dump_json
         from vptt.evaluators.stellar import OwlDetector
 
-        try:
+        with input_errors():
             batch = read_samples(samples)
             people = read_identities(identities, attributes, {s.identity for s in batch})
             evaluator = _build_evaluator(
@@ -138,10 +139,4 @@ def register(score_app: typer.Typer) -> None:
                 dtype=dtype)
             result = evaluator.score(batch, people)
             text = dump_json(result, out)
-        except (VPTTError, ValueError, OSError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from None
-        if as_json:
-            typer.echo(text)
-        else:
-            _print_table(result)
+        emit(text, as_json, lambda: _print_table(result))
