@@ -196,7 +196,8 @@ def rerank(state: AgentState, runtime: Runtime[Any]) -> dict[str, Any]:
             "no feedback model configured"
         return {"rerank": {"skipped": why}}
     cands = candidate_prompts(comps.personalizer, mem, state["query"], m=comps.rerank_m, seed=state["seed"],
-                              method=method, composer=comps.composer, config=comps.vprag_config)
+                              method=method, composer=comps.composer, config=comps.vprag_config,
+                              retrieval_text=state.get("retrieval_query"))  # a follow-up: the chained query
     res = comps.reranker.rerank(mem, [c.prompt for c in cands])
     best = cands[res.best_index]
     best.trace.notes.append(f"re-ranked: candidate {res.best_index} ({best.label}) of {len(cands)} by the "

@@ -108,7 +108,8 @@ def _label(cfg: VPRAGConfig, first: bool) -> str:
 def candidate_prompts(personalizer: Personalizer, persona: Persona | str | EmbeddedPersona, query: str,
                       m: int, seed: int = 0, *, method: str = "vprag", composer: Composer | None = None,
                       config: VPRAGConfig | None = None, taus: Sequence[float] = TAU_GRID,
-                      budgets: Sequence[int] = BUDGET_GRID) -> list[CandidatePrompt]:
+                      budgets: Sequence[int] = BUDGET_GRID,
+                      retrieval_text: str | None = None) -> list[CandidatePrompt]:
     """Up to ``m`` distinct candidate prompts (fewer if the grid composes fewer distinct ones).
 
     Args:
@@ -120,6 +121,8 @@ def candidate_prompts(personalizer: Personalizer, persona: Persona | str | Embed
         method: ``"vprag"`` or ``"comb"`` (the methods that take a VPRAG config).
         composer: composes each candidate (default: the personalizer's).
         config: the base VPRAG config, candidate 0 (default: the personalizer's).
+        retrieval_text: the text retrieval embeds, when it is not ``query`` (a follow-up turn of a thread
+            retrieves on the request chained with the previous retrieval query).
 
     A persona without posts cannot run VPRAG: the single candidate is the ``persona_only`` composition.
     """
@@ -131,7 +134,7 @@ def candidate_prompts(personalizer: Personalizer, persona: Persona | str | Embed
         raise EmptyQueryError("query must be a non-empty string, e.g. 'A preferred outdoor spot'")
     mem = persona if isinstance(persona, EmbeddedPersona) else personalizer.embedded(persona)
     base, compose = config or personalizer.config, (composer or personalizer.composer).compose
-    q_emb = personalizer.embedder.embed_one(query)
+    q_emb = personalizer.embedder.embed_one(retrieval_text or query)
     if not mem.persona.posts:
         trace = get_method("persona_only")(q_emb, mem, {}, base)
         return [CandidatePrompt(index=0, prompt=compose(query.strip(), trace, mem.persona),

@@ -30,3 +30,24 @@ def test_graph_rerank_node_picks_the_models_argmax(embedder, two_personas) -> No
     assert any("re-ranked" in n for n in r.trace.notes)
     plain = PersonalizationAgent(pz, text_scorer=None).run("alice", "A preferred outdoor spot")
     assert plain.rerank is None
+
+
+def test_rerank_of_a_follow_up_retrieves_on_the_threads_chained_query(embedder, two_personas, tmp_path) -> None:
+    """A follow-up's candidates come from retrieval on the request chained with the previous one, as the plain
+    retrieve node does; otherwise a re-ranked follow-up would forget the conversation."""
+    from vptt.agents.conversation import retrieval_query
+
+    pz = Personalizer(InMemoryPersonaStore(embedder))
+    pz.ingest(two_personas)
+    reranker = FeedbackReranker(FeedbackModel(FeedbackConfig(seed=3)), embedder)
+    agent = PersonalizationAgent(pz, text_scorer=None, reranker=reranker, rerank_m=4, seed=7,
+                                 checkpoint=tmp_path / "ck.sqlite")
+    agent.run("alice", "A preferred outdoor spot", thread_id="t1")
+    r = agent.run("alice", "now make it autumn", thread_id="t1")
+    chained = retrieval_query("now make it autumn", {"query": "A preferred outdoor spot"})
+    mem = pz.store.embedded("alice")
+    want = candidate_prompts(pz, mem, "now make it autumn", m=4, seed=7, retrieval_text=chained)
+    alone = candidate_prompts(pz, mem, "now make it autumn", m=4, seed=7)
+    assert [c.trace.weights for c in want] != [c.trace.weights for c in alone]  # the test can tell them apart
+    chosen = r.rerank["best_index"]
+    assert np.allclose(r.trace.weights, want[chosen].trace.weights)
