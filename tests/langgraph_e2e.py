@@ -12,12 +12,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests.conftest import make_persona
 from tests.fake_openai import serve as fake_openai
-from tests.serve_e2e import free_port
+from tests.procs import free_port, start_http, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 QUERY = "A preferred outdoor spot"
@@ -39,24 +38,11 @@ def start(out: Path, llm_key: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {**os.environ, **OFFLINE_ENV, "VPTT_DATA_DIR": str(out / "data"), "VPTT_LLM_API_KEY": llm_key}
     exe = str(Path(sys.executable).parent / "langgraph")
-    log = open(out / "langgraph.log", "w")
-    proc = subprocess.Popen([exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
-                             "--config", str(ROOT / "langgraph.json")], cwd=out, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("langgraph dev exited:\n" + (out / "langgraph.log").read_text()[-3000:])
-        try:
-            if httpx.get(url + "/ok", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("langgraph dev did not answer within 120 s")
+    cmd = [exe, "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port),
+           "--config", str(ROOT / "langgraph.json")]
+    return start_http(cmd, log=out / "langgraph.log", health_url=url + "/ok", what="langgraph dev", cwd=out,
+                      env=env), url
 
 
 def converse(url: str, llm_base: str) -> dict:
@@ -100,11 +86,7 @@ def main(out: Path) -> None:
         seen = converse(url, f"http://127.0.0.1:{llm.server_address[1]}/v1")
         seen["fake_openai"] = dict(llm.stats)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         llm.shutdown()
     seen["project_untouched"] = not (ROOT / ".langgraph_api").exists()
     (out / "summary.json").write_text(json.dumps(seen, indent=1))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +20,12 @@ from pathlib import Path
 import httpx
 
 from tests.fake_openai import serve as fake_openai
+from tests.procs import free_port, start_http, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 PERSONAS = ("p01_kyoto_ceramicist", "p07_oaxaca_chef")
 N_POSTS = 8
 CHROMIUM = os.environ.get("VPTT_CHROMIUM", "/usr/bin/chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(out: Path, llm_port: int) -> tuple[subprocess.Popen, str]:
@@ -42,20 +36,9 @@ def start_server(out: Path, llm_port: int) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "vptt", "serve", "--host", "127.0.0.1", "--port", str(port), "--composer", "llm",
            "--llm-model", "fake-chat", "--llm-base-url", base, "--gate-threshold", "0.2", "--max-candidates", "2",
            "--generator", "openai", "--model", "fake-image", "--images-base-url", base]
-    log = open(out / "serve.log", "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("vptt serve exited:\n" + (out / "serve.log").read_text()[-3000:])
-        try:
-            if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("vptt serve did not answer within 120 s")
+    return start_http(cmd, log=out / "serve.log", health_url=url + "/api/health", what="vptt serve", cwd=ROOT,
+                      env=env), url
 
 
 def upload_personas(url: str) -> dict:
@@ -151,11 +134,7 @@ def main(out: Path) -> None:
         seen["upload"] = report
         seen["fake_openai"] = dict(llm.stats)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
         llm.shutdown()
     (out / "summary.json").write_text(json.dumps(seen, indent=1))
 
