@@ -217,13 +217,10 @@ class FakeLLMServer:
         raise RuntimeError("fake LLM server did not start")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        from tests.procs import stop
+
+        if self.proc is not None:
+            stop(self.proc, 10)
         self.proc = None
 
     def _post(self, path: str, payload: dict[str, Any]) -> Any:

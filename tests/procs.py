@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 
-from vptt.sdk._ray_backend import _free_port
-
 
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
+    from vptt.sdk._ray_backend import _free_port
+
     return _free_port("127.0.0.1")
 
 
@@ -38,8 +38,11 @@ def start_http(cmd: list[str], *, log: Path, health_url: str, what: str, timeout
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> None:
     """Terminate ``proc``; kill it if it has not exited after ``timeout`` seconds."""
+    if proc.poll() is not None:
+        return
     proc.terminate()
     try:
         proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
