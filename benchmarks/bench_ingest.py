@@ -47,9 +47,10 @@ def inside(args: argparse.Namespace) -> None:
     from bench_scale import make_bank
 
     from vptt import VPTTSettings
+    from vptt.core.devices import threads_per_worker
     from vptt.sdk.ray_ingest import RayEmbedEngine
     from vptt.stores.embedders import MiniLMEmbedder
-    from vptt.stores.engine import LocalEngine, torch_threads
+    from vptt.stores.engine import LocalEngine
 
     work = Path(tempfile.mkdtemp(prefix="vptt-bench-ingest-"))
     path, texts = make_bank(args.personas, work)
@@ -70,7 +71,7 @@ def inside(args: argparse.Namespace) -> None:
         results.setdefault(name, []).append(wall)
         print(f"{name:<28} {wall:8.1f} s  {n / wall:8.1f} texts/s  load {load():.1f}", flush=True)
 
-    run(f"local ({torch_threads(1)} threads, {args.device})", LocalEngine(minilm, threads=torch_threads(1)))
+    run(f"local ({threads_per_worker(1)} threads, {args.device})", LocalEngine(minilm, threads=threads_per_worker(1)))
     settings = VPTTSettings(device=args.device, data_dir=work / "data")
     from vptt.sdk._ray_backend import init_ray
 

@@ -136,9 +136,10 @@ def minilm_rate(minilm, texts: list[str], sample: int) -> float:  # type: ignore
 
 def measure(n: int, kind: str, use_minilm: bool, args: argparse.Namespace, work: Path, minilm) -> dict:  # type: ignore[no-untyped-def]
     from vptt import Personalizer
+    from vptt.core.devices import threads_per_worker
     from vptt.sdk._ray_backend import ChromaServer
     from vptt.stores.chroma import ChromaPersonaStore
-    from vptt.stores.engine import LocalEngine, torch_threads
+    from vptt.stores.engine import LocalEngine
 
     path, texts = make_bank(n, work)
     row: dict = {"personas": n, "store": kind, "embedder": "minilm" if use_minilm else "stand-in",
@@ -162,7 +163,7 @@ def measure(n: int, kind: str, use_minilm: bool, args: argparse.Namespace, work:
         meter = WriteMeter(store)
         pz = Personalizer(store, embedder=minilm)  # queries: the real encoder
         t0 = time.perf_counter()
-        report = pz.ingest(path, engine=LocalEngine(embedder, threads=torch_threads(1)))
+        report = pz.ingest(path, engine=LocalEngine(embedder, threads=threads_per_worker(1)))
         row["ingest_s"], row["load_ingest"] = time.perf_counter() - t0, load()
         row["texts_embedded"] = report.texts_embedded
         row["write_s"], row["vectors_written"] = meter.seconds, meter.vectors + meter.entries

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from vptt.core.errors import ConfigError
 
@@ -61,3 +62,20 @@ def check_device(device: str, *, probe: bool = True) -> str:
         raise ConfigError("device 'mps' was requested but Apple's Metal backend is not available here; "
                           "use --device cpu (VPTT_DEVICE=cpu)")
     return name
+
+
+def init_ray(workers: int, address: str | None = None, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Connect to ``address`` or start a local Ray with ``workers`` CPUs; False if Ray was already up."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError as exc:
+        raise ConfigError("the Ray backend needs ray: pip install 'vptt[ray]'") from exc
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
+                 _node_ip_address="127.0.0.1")
+    return True

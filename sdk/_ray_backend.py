@@ -25,7 +25,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from vptt.core.errors import ConfigError, StoreError
+from vptt.core.devices import init_ray
+from vptt.core.errors import StoreError
 from vptt.sdk.bench_worker import BenchPlan, BenchRecipe, BenchWorker, PersonaResult
 
 __all__ = ["ChromaServer", "default_shard_size", "init_ray", "isolated_argv", "isolation_available",
@@ -116,23 +117,6 @@ class ChromaServer:
     def __exit__(self, tp: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
-
-
-def init_ray(workers: int, address: str | None = None, runtime_env: dict[str, Any] | None = None) -> bool:
-    """Connect to ``address`` or start a local Ray with ``workers`` CPUs; False if Ray was already up."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    try:
-        import ray
-    except ImportError as exc:
-        raise ConfigError("the Ray backend needs ray: pip install 'vptt[ray]'") from exc
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
-    else:
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
-                 _node_ip_address="127.0.0.1")
-    return True
 
 
 class _BenchActor:

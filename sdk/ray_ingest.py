@@ -23,20 +23,22 @@ from typing import Any
 
 import numpy as np
 
+from vptt.core.devices import threads_per_worker as share_cores
 from vptt.core.errors import ConfigError, EmbedderError
 from vptt.core.settings import VPTTSettings
 from vptt.sdk._ray_backend import init_ray
 from vptt.stores.embedders import Embedder
-from vptt.stores.engine import torch_threads
 
 __all__ = ["RayEmbedEngine", "embedder_from_settings"]
 
 
 def embedder_from_settings(settings: VPTTSettings) -> Embedder:
-    """The settings' embedder without the on-disk cache (what each Ray actor runs)."""
+    """The settings' embedder without the on-disk cache and without a pool (what each Ray actor runs)."""
     from vptt.stores.factory import build_embedder
 
-    return build_embedder(settings.model_copy(update={"embedding_cache": False}))
+    # one plain encoder per actor: no second pool (processes or Ray actors) inside it
+    return build_embedder(settings.model_copy(update={"embedding_cache": False, "embed_workers": 1,
+                                                      "embed_pool": "process"}))
 
 
 class _EmbedActor:
@@ -89,12 +91,14 @@ class RayEmbedEngine:
             (they would wait for them forever), or the actors did not start within ``start_timeout_s``.
     """
 
+    chunk_texts = 64  # small chunks so that 2+ workers share even a small batch evenly
+
     def __init__(self, factory: Callable[[], Embedder], *, workers: int = 2, address: str | None = None,
                  threads_per_worker: int | None = None, gpus_per_worker: float = 0.0, inflight: int = 2,
                  runtime_env: dict[str, Any] | None = None, start_timeout_s: float = 600.0) -> None:
         if workers < 1 or inflight < 1:
             raise ConfigError(f"workers and inflight must be at least 1, got {workers} and {inflight}")
-        threads = threads_per_worker or (torch_threads(workers) if address is None else 1)
+        threads = threads_per_worker or (share_cores(workers) if address is None else 1)
         self._started = init_ray(workers * threads, address, runtime_env)
         import ray
 

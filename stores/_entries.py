@@ -9,7 +9,6 @@ from typing import Literal
 import numpy as np
 
 from vptt.core.models import Persona
-from vptt.stores.records import persona_texts, text_key
 
 
 def fingerprint(text: str) -> str:
@@ -33,15 +32,6 @@ class IndexEntry:
     post_hashes: dict[str, str]  # post_fingerprints
     embedder: str
     keys: tuple[str, ...]  # vocabulary keys of its caption and element texts (the card vector is inline)
-
-    @classmethod
-    def build(cls, persona: Persona, card_emb: np.ndarray, embedder: str, *, persona_json: str | None = None,
-              post_hashes: dict[str, str] | None = None, keys: tuple[str, ...] | None = None) -> IndexEntry:
-        """The entry of ``persona`` embedded by ``embedder`` (JSON, hashes and keys computed unless given)."""
-        persona_json = persona_json if persona_json is not None else persona.model_dump_json()
-        return cls(persona.persona_id, persona_json, fingerprint(persona_json), np.asarray(card_emb, np.float32),
-                   post_hashes if post_hashes is not None else post_fingerprints(persona), embedder,
-                   keys if keys is not None else tuple(text_key(embedder, t) for t in persona_texts(persona)))
 
     def persona(self) -> Persona:
         return Persona.model_validate_json(self.persona_json)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from vptt.stores.base import PersonaStore
 
 MAX_BATCH_PERSONAS = 512
-CHUNK_TEXTS = 64  # texts per engine chunk (the unit a worker embeds; small enough to balance 2+ workers)
+CHUNK_TEXTS = 256  # texts per engine chunk, unless the engine names its own ``chunk_texts``
 
 
 @dataclass
@@ -50,6 +50,7 @@ class _Plan:
     result: UpsertResult | None = None
     card_text: str | None = None  # to embed; None: unchanged, or the old card vector is reused
     persona_json: str = ""
+    content_hash: str = ""  # fingerprint(persona_json), computed once
     post_hashes: dict[str, str] = field(default_factory=dict)
     entry: IndexEntry | None = None
 
@@ -125,11 +126,12 @@ class Writer:
 
     def _chunks(self, personas: Iterable[Persona]) -> Iterator[list[str]]:
         """Plan batches lazily and yield their texts in chunks (an engine reading ahead plans ahead)."""
+        size = int(getattr(self.engine, "chunk_texts", CHUNK_TEXTS))
         for batch in self._batches(personas):
             self.pending.append(batch)
             self._flush()
-            for start in range(0, len(batch.texts), CHUNK_TEXTS):
-                yield batch.texts[start:start + CHUNK_TEXTS]
+            for start in range(0, len(batch.texts), size):
+                yield batch.texts[start:start + size]
 
     def _flush(self) -> None:
         """Hand every complete batch at the head of the queue to the writer, in order."""
@@ -187,8 +189,9 @@ class Writer:
                              f"first to re-embed with {self.name!r}")
         plan.old = old
         plan.persona_json = persona.model_dump_json()
+        plan.content_hash = fingerprint(plan.persona_json)
         plan.result = result = UpsertResult(persona.persona_id, "created" if old is None else "updated")
-        if old is not None and old.content_hash == fingerprint(plan.persona_json):
+        if old is not None and old.content_hash == plan.content_hash:
             result.status = "unchanged"
             return
         old_hashes = old.post_hashes if old else {}
@@ -221,8 +224,8 @@ class Writer:
             commits = [p for p in batch.plans if p.result is not None and p.result.status != "unchanged"]
             for plan in commits:
                 card = by_text[plan.card_text] if plan.card_text is not None else plan.old.card_emb  # type: ignore[union-attr]
-                plan.entry = IndexEntry.build(plan.persona, card, self.name, persona_json=plan.persona_json,
-                                              post_hashes=plan.post_hashes, keys=tuple(plan.keys))
+                plan.entry = IndexEntry(plan.persona.persona_id, plan.persona_json, plan.content_hash,
+                                        np.asarray(card, np.float32), plan.post_hashes, self.name, tuple(plan.keys))
             superseded = self._commit(commits)
             self._verify(batch)
             collect(store, superseded)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from vptt.core.devices import available_cores, threads_per_worker
+from vptt.core.devices import available_cores, init_ray, threads_per_worker
 from vptt.core.errors import ConfigError, EmbedderError
 from vptt.stores.embedders import Embedder
 
@@ -174,18 +174,10 @@ class PooledEmbedder(Embedder):
         self._finalizer = weakref.finalize(self, self._executor.shutdown, wait=False, cancel_futures=True)
 
     def _start_ray(self) -> None:
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        try:
-            import ray
-        except ImportError as exc:
-            raise ConfigError("the Ray encoder pool needs ray: pip install 'vptt[ray]'") from exc
-        if not ray.is_initialized():
-            if self.address:
-                ray.init(address=self.address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=self.workers * self.threads, include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+        if init_ray(self.workers * self.threads, self.address):
             self._ray_started = True
+        import ray
+
         actor = ray.remote(num_cpus=self.threads, num_gpus=self.gpus_per_worker)(_EmbedActor)
         self._actors = [actor.remote(self._blob(i), self.threads) for i in range(self.workers)]
         try:

@@ -12,7 +12,6 @@ Any object with ``name``, ``dim`` and ``embed_stream`` plugs in.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator
 from typing import Protocol, runtime_checkable
 
@@ -20,12 +19,15 @@ import numpy as np
 
 from vptt.stores.embedders import Embedder
 
-__all__ = ["EmbedEngine", "LocalEngine", "torch_threads"]
+__all__ = ["EmbedEngine", "LocalEngine"]
 
 
 @runtime_checkable
 class EmbedEngine(Protocol):
-    """Embeds a stream of text chunks; yields one ``(len(chunk), dim)`` float32 array per chunk, in order."""
+    """Embeds a stream of text chunks; yields one ``(len(chunk), dim)`` float32 array per chunk, in order.
+
+    An engine may set ``chunk_texts``, the chunk size it wants from the writer (default 256 texts).
+    """
 
     name: str
     dim: int
@@ -33,18 +35,6 @@ class EmbedEngine(Protocol):
     def embed_stream(self, chunks: Iterable[list[str]]) -> Iterator[np.ndarray]:
         """Vectors of each chunk, in the order the chunks were given."""
         ...
-
-
-def torch_threads(workers: int = 1, cores: int | None = None) -> int:
-    """Torch threads per worker so that ``workers`` workers share the machine's cores without oversubscribing.
-
-    Example:
-        >>> torch_threads(1, cores=16), torch_threads(4, cores=16), torch_threads(32, cores=16)
-        (16, 4, 1)
-    """
-    if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, int(cores) // max(1, workers))
 
 
 class LocalEngine:

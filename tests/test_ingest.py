@@ -18,7 +18,7 @@ from tests.conftest import ROOT, make_persona
 from tests.store_helpers import Hash384, expected_vectors, n_vectors
 from vptt import PersonaValidationError, dump_personas
 from vptt.sdk.cli.main import app
-from vptt.stores.engine import LocalEngine, torch_threads
+from vptt.stores.engine import LocalEngine
 from vptt.stores.ingest import validated_personas
 from vptt.stores.memory import InMemoryPersonaStore
 
@@ -111,10 +111,6 @@ def test_engine_must_embed_with_the_store_embedder() -> None:
 
     with pytest.raises(StoreError, match="embeds with 'other'"):
         InMemoryPersonaStore(Hash384()).upsert_many(bank(1), engine=LocalEngine(Other()))
-
-
-def test_torch_threads_share_the_cores() -> None:
-    assert torch_threads(1, cores=2) == 2 and torch_threads(2, cores=2) == 1 and torch_threads(3, cores=2) == 1
 
 
 def flat(result) -> str:

@@ -35,9 +35,10 @@ def run_ingest(file: Path, *, on_error: str, backend: str, workers: int, ray_add
                 settings(), workers=workers, address=ray_address, threads_per_worker=threads,
                 gpus_per_worker=gpus_per_worker))
         else:
-            from vptt.stores.engine import LocalEngine, torch_threads
+            from vptt.core.devices import threads_per_worker
+            from vptt.stores.engine import LocalEngine
 
-            engine = LocalEngine(pz.store.embedder, threads=threads or torch_threads(1))
+            engine = LocalEngine(pz.store.embedder, threads=threads or threads_per_worker(1))
         report = pz.ingest(file, on_error=on_error, progress=not quiet(), engine=engine,  # type: ignore[arg-type]
                            batch_texts=batch_texts)
     console.print(f"created {len(report.created)}, updated {len(report.updated)}, "
