@@ -321,7 +321,7 @@ def retry_wait(exc: BaseException, delay: float, cfg: RetryConfig) -> float:
     return min(after, cfg.max_interval) if after is not None else delay
 
 
-def _after_failure(exc: Exception, attempt: int, what: str, retry: RetryConfig, secrets: Sequence[str | None],
+def after_failure(exc: Exception, attempt: int, what: str, retry: RetryConfig, secrets: Sequence[str | None],
                    delays: Iterator[float]) -> tuple[ProviderError | None, float]:
     """After a failed attempt: the typed error to raise (last attempt, or not retryable), else the wait."""
     if attempt == retry.max_attempts or not is_retryable(exc, retry):
@@ -347,7 +347,7 @@ def call_with_retry(fn: Callable[[], T], *, what: str, retry: RetryConfig, secre
         except VPTTError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised typed
-            error, wait = _after_failure(exc, attempt, what, retry, secrets, delays)
+            error, wait = after_failure(exc, attempt, what, retry, secrets, delays)
         if error is not None:
             raise error  # outside the except block: no provider exception (or key) in its chain
         sleep(wait)
@@ -366,7 +366,7 @@ async def acall_with_retry(fn: Callable[[], Awaitable[T]], *, what: str, retry: 
         except VPTTError:
             raise
         except Exception as exc:  # noqa: BLE001 - classified below, re-raised typed
-            error, wait = _after_failure(exc, attempt, what, retry, secrets, delays)
+            error, wait = after_failure(exc, attempt, what, retry, secrets, delays)
         if error is not None:
             raise error
         await sleep(wait)
