@@ -44,16 +44,10 @@ def plan(state: Mapping[str, Any], comps: AgentComponents) -> list[CandidateSpec
     return candidate_specs(comps.text_gate, n_kept, temperature_aware)
 
 
-def persona_dir_name(persona_id: str) -> str:
-    """A collision-free, traversal-free, readable folder name for a persona's images
-    (:func:`vptt.core.paths.id_to_filename`)."""
-    return id_to_filename(persona_id)
-
-
 def image_dir(comps: AgentComponents, persona_id: str) -> Path:
     """Where this persona's images go: ``save_dir`` (or a per-persona folder in it with ``persona_subdirs``)."""
     root = comps.image_dir()
-    return root / persona_dir_name(persona_id) if comps.persona_subdirs else root
+    return root / id_to_filename(persona_id) if comps.persona_subdirs else root
 
 
 def _score(cand: Candidate, prior: list[dict[str, Any]], scorer: TextScorer, mem: EmbeddedPersona) -> None:

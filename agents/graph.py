@@ -36,7 +36,8 @@ from vptt.agents.methods import CAPTION_METHODS, get_method
 from vptt.agents.results import Status
 from vptt.agents.streaming import TokenStream
 from vptt.agents.trace import RetrievalTrace
-from vptt.core.errors import EmptyQueryError, NoPostsError
+from vptt.core.checks import check_query
+from vptt.core.errors import NoPostsError
 
 NODES = ("load_persona", "retrieve", "compose", "text_gate", "generate", "image_gate", "result")
 """Nodes of the default graph, in pipeline order; ``rerank`` sits between ``retrieve`` and ``compose`` when the
@@ -120,9 +121,7 @@ def _request(state: Mapping[str, Any]) -> tuple[str, str, list[AnyMessage]]:
     last = msgs[-1] if msgs else None
     if isinstance(last, HumanMessage) and last.id != state.get("request_id"):
         return _text(last), str(last.id), []
-    query = state.get("query")
-    if not isinstance(query, str) or not query.strip():
-        raise EmptyQueryError("query must be a non-empty string, e.g. 'A preferred outdoor spot'")
+    query = check_query(state.get("query") or "")
     rid = f"request-{uuid.uuid4().hex}"
     return query, rid, [HumanMessage(content=query, id=rid)]
 

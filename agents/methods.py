@@ -130,16 +130,6 @@ def composer_inputs(query: str, trace: RetrievalTrace, persona: Persona, *,
         captions=list(trace.captions_used) if "captions" in given else [])
 
 
-def persona_phrase(persona: Persona) -> str:
-    """``"68-year-old Japanese male retired ceramicist from Kyoto, Japan"`` from whatever demographics exist."""
-    d = persona.demographics
-    age = f"{d.age}-year-old" if d.age is not None else ""
-    place = ", ".join(x for x in (d.city.strip(), d.country.strip()) if x)
-    who = " ".join(x for x in (age, d.ethnicity.strip(), d.gender.strip(), d.occupation.strip() or "person")
-                   if x)
-    return f"{who} from {place}" if place else who
-
-
 def baseline(query_emb: np.ndarray, persona: EmbeddedPersona, category_embs: Mapping[str, np.ndarray],
              config: VPRAGConfig) -> RetrievalTrace:
     """No personalization: the composer gets nothing but the query."""

@@ -17,12 +17,10 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-log = logging.getLogger("vptt.agents")
 EVENTS = ("retrieval", "token", "candidate", "gate", "image", "progress")
 """The ``event`` values of custom stream chunks."""
 

@@ -19,9 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from vptt.core.errors import ConfigError, EmptyQueryError, InvalidQueryError, PersonaTypeError
-from vptt.core.models import Persona
-
-_SURROGATE = re.compile("[\ud800-\udfff]")
+from vptt.core.models import _SURROGATE, Persona
 
 
 def check_query(query: Any, what: str = "query") -> str:

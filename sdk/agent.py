@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -266,10 +267,6 @@ class PersonalizationAgent:
     def _kw(self, cfg: dict[str, Any]) -> dict[str, Any]:  # durability only means something with checkpoints
         return {"durability": self.config.durability} if "configurable" in cfg else {}
 
-    @staticmethod
-    def _tid(cfg: dict[str, Any]) -> str | None:
-        return cfg.get("configurable", {}).get("thread_id")
-
     # -- running ---------------------------------------------------------------------------------------------
     def run(self, persona: Persona | str, query: str, *, method: str = "vprag", thread_id: str | None = None,
             init_image: InputImage = None, seed: int | None = None, refine: bool = True) -> PersonalizationResult:
@@ -352,7 +349,7 @@ class PersonalizationAgent:
     def _agraph(self, cfg: dict[str, Any]) -> Any:
         if "configurable" in cfg:
             return self._checkpoints.agraph()
-        return _Plain(self._graph)
+        return contextlib.nullcontext(self._graph)
 
     async def _with_timeout(self, coro: Any) -> Any:
         t = self.config.run_timeout_s
@@ -398,19 +395,6 @@ class PersonalizationAgent:
                         for event in _events(mode, chunk):
                             yield event
         yield NodeEvent(kind="result", node="result", result=self._result(values, cfg, ctx, t0))
-
-
-class _Plain:
-    """``async with`` over a graph without a checkpointer."""
-
-    def __init__(self, graph: Any) -> None:
-        self.graph = graph
-
-    async def __aenter__(self) -> Any:
-        return self.graph
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
 
 
 def _events(mode: str, chunk: Any) -> Iterator[NodeEvent]:

@@ -13,7 +13,8 @@ from pydantic import BaseModel, Field
 
 from vptt.agents.personalizer import Personalizer
 from vptt.agents.results import PersonalizationResult
-from vptt.core.errors import EmptyQueryError, NoPostsError
+from vptt.core.checks import check_query
+from vptt.core.errors import NoPostsError
 from vptt.core.models import Persona
 
 _default: Personalizer | None = None
@@ -153,8 +154,7 @@ def score_prompt(persona: Persona | str, prompt: str, *, personalizer: Personali
     Raises:
         EmptyQueryError: the prompt is empty. NoPostsError: the persona has no captions to score against.
     """
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise EmptyQueryError("prompt must be a non-empty string")
+    check_query(prompt, "prompt")
     p = personalizer or default_personalizer()
     return _scores(p, p.embedded(persona), [prompt], [True])[0]
 
@@ -170,8 +170,7 @@ def compare_methods(persona: Persona | str, query: str, *, methods: Sequence[str
     from vptt.agents.composer import TemplateComposer
     from vptt.agents.methods import CAPTION_METHODS, METHODS, get_method
 
-    if not isinstance(query, str) or not query.strip():
-        raise EmptyQueryError("query must be a non-empty string, e.g. 'A preferred outdoor spot'")
+    check_query(query)
     names = list(methods or METHODS)
     for m in names:
         get_method(m)

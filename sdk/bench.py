@@ -1,6 +1,6 @@
 """``vptt bench run``: personas × tasks × methods at scale, resumable, on one process or on Ray.
 
-Every (persona, task, method) gets the :func:`sdk.evaluate.persona_rows` row (prompt, VPTT terms) plus its
+Every (persona, task, method) gets the :class:`sdk.pipeline.RowPipeline` row (prompt, VPTT terms) plus its
 seed, and, when an image generator is given, the image path, image-metric values and a judge score.
 Output directory::
 
@@ -52,7 +52,6 @@ from vptt.sdk.bench_worker import (
     BenchRecipe,
     BenchWorker,
     ImageContext,
-    LengthBatchedEmbedder,
     PersonaResult,
     derive_seed,
 )
@@ -62,7 +61,7 @@ from vptt.sdk.pipeline import RunMeter
 Backend = Literal["local", "ray"]
 
 __all__ = ["SEED_RULE", "BenchComponents", "BenchPlan", "BenchRecipe", "BenchRun", "BenchWorker",
-           "ImageContext", "LengthBatchedEmbedder", "PersonaResult", "decode_vector", "derive_seed",
+           "ImageContext", "PersonaResult", "decode_vector", "derive_seed",
            "encode_vector", "run_bench", "write_personas_npz"]
 
 

@@ -73,30 +73,6 @@ ImageMetric = Callable[[Any, ImageContext], "float | Mapping[str, float]"]
 """``metric(image, context) -> value`` or ``{name: value}``; a row stores them under ``image_metrics``."""
 
 
-class LengthBatchedEmbedder:
-    """Embeds texts in small batches of similar length (for embedders that pad a whole call to its longest text).
-
-    :class:`~vptt.stores.embedders.MiniLMEmbedder` already sorts by token length and batches by a token
-    budget, so :class:`BenchComponents` hands prompts to the embedder in one call; this wrapper remains for
-    embedders that do not. Rows come back in the input order.
-    """
-
-    def __init__(self, inner: Any, batch_size: int = 4) -> None:
-        self.inner = inner
-        self.batch_size = batch_size
-        self.name = getattr(inner, "name", type(inner).__name__)
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        parts = [np.asarray(self.inner.embed([texts[i] for i in order[k:k + self.batch_size]]))
-                 for k in range(0, len(order), self.batch_size)]
-        if not parts:
-            return np.asarray(self.inner.embed([]))
-        out = np.empty((len(texts), parts[0].shape[1]), dtype=parts[0].dtype)
-        out[order] = np.concatenate(parts)
-        return out
-
-
 @dataclass
 class BenchComponents:
     """The objects one worker runs with, built once and reused for every persona.
@@ -339,7 +315,7 @@ class BenchWorker:
         wanted = {(t.name, m) for t in p.tasks for m in p.methods}
         ready: deque[PersonaResult] = deque()  # personas with nothing to compute, passed on as they are met
 
-        def todo() -> Iterator[tuple[str, frozenset[tuple[str, str]]]]:
+        def todo() -> Iterator[tuple[EmbeddedPersona, frozenset[tuple[str, str]]]]:
             for persona_id, skip in jobs:  # read lazily: the pipeline pulls as it has room
                 mem = c.personalizer.store.embedded(persona_id)
                 if not mem.persona.posts:  # the VPTT score needs captions: recorded as skipped, never retried
@@ -351,7 +327,7 @@ class BenchWorker:
                 if wanted <= done:  # only its record was missing
                     ready.append(PersonaResult(persona_id, [], persona_info(mem)))
                     continue
-                yield persona_id, done
+                yield mem, done  # read once: the pipeline uses it as it is
 
         tasks = {t.name: t for t in p.tasks}
         for got in self.pipeline().run(todo()):

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import platform
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from vptt.agents.methods import METHODS, get_method
@@ -24,7 +23,6 @@ from vptt.core.errors import ConfigError
 from vptt.core.files import atomic_write_json, read_json_object
 from vptt.core.resultlog import ResultLog
 from vptt.sdk.pipeline import RowPipeline, RunMeter, is_llm_composer, llm_totals
-from vptt.stores.records import EmbeddedPersona
 
 ROW_KEY = ("persona_id", "task", "method")
 
@@ -48,18 +46,6 @@ class EvaluationRun(BaseModel):
     prompts_per_s: float = 0.0
     llm: dict[str, int] | None = None
     """LLM figures of this session: completions bought, cache hits, tokens in/out (None without an LLM)."""
-
-
-def persona_rows(pz: Personalizer, scorer: Any, mem: EmbeddedPersona, tasks: Sequence[Task],
-                 methods: Sequence[str], query_embs: dict[str, np.ndarray], config: VPRAGConfig,
-                 skip: Collection[tuple[str, ...]] = (), composer: Any = None) -> list[dict[str, Any]]:
-    """Personalize and score every (task, method) of one persona whose key is not in ``skip``.
-
-    ``skip`` holds row keys ``(persona_id, task, method)``. An LLM composer composes one request at a time
-    here; bulk runs use :class:`sdk.pipeline.RowPipeline` with a client instead.
-    """
-    pairs = {(t, m) for pid, t, m in skip if pid == mem.persona_id}
-    return RowPipeline(pz, scorer, tasks, methods, query_embs, config, composer=composer).rows_for(mem, pairs)
 
 
 def _manifest(pz: Personalizer, tasks: Sequence[Task], methods: Sequence[str], config: VPRAGConfig,

@@ -33,7 +33,8 @@ from vptt.stores.records import EmbeddedPersona
 
 __all__ = ["PersonaRows", "RowPipeline", "RunMeter", "is_llm_composer", "llm_totals"]
 
-Job = tuple[str, Collection[tuple[str, str]]]
+Job = tuple["str | EmbeddedPersona", Collection[tuple[str, str]]]
+"""A persona (its id, or its memory already read) and the (task, method) pairs to skip."""
 """A persona id and the (task, method) pairs to skip for it (already done)."""
 
 
@@ -104,6 +105,9 @@ class RowPipeline:
     def composer_name(self) -> str:
         return str(getattr(self.composer, "name", type(self.composer).__name__))
 
+    def _memory(self, ref: str | EmbeddedPersona) -> EmbeddedPersona:
+        return ref if isinstance(ref, EmbeddedPersona) else self.pz.store.embedded(ref)
+
     # -- one persona, synchronously ------------------------------------------------------------------------
     def rows_for(self, mem: EmbeddedPersona, skip: Collection[tuple[str, str]] = ()) -> list[dict[str, Any]]:
         """Every (task, method) row of one persona not in ``skip`` (pairs of task and method names)."""
@@ -119,11 +123,11 @@ class RowPipeline:
                 yielded stand, completions already received are in the client's cache.
         """
         if self.client is None:
-            for pid, skip in jobs:
-                mem = self.pz.store.embedded(pid)
+            for ref, skip in jobs:
+                mem = self._memory(ref)
                 rows = self.rows_for(mem, skip)
                 if rows:
-                    yield PersonaRows(pid, mem, rows)
+                    yield PersonaRows(mem.persona_id, mem, rows)
             return
         todo = iter(jobs)
         pending: deque[_Pending] = deque()
@@ -134,7 +138,7 @@ class RowPipeline:
                 if job is None:
                     exhausted = True
                     break
-                planned = self._plan(self.pz.store.embedded(job[0]), job[1], submit=True)
+                planned = self._plan(self._memory(job[0]), job[1], submit=True)
                 if planned.slots:
                     pending.append(planned)
             if not pending:

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from vptt.core.errors import VPTTError
+from vptt.sdk.cli._common import printable
 
 
 def device_option() -> Any:
@@ -37,7 +38,7 @@ def input_errors() -> Iterator[None]:
     try:
         yield
     except (VPTTError, ValueError, OSError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {printable(exc)}", err=True)
         raise typer.Exit(code=2) from None
 
 

@@ -11,9 +11,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vptt.core.errors import (
     ConfigError,
-    EmptyQueryError,
+    InvalidQueryError,
     NoPostsError,
     PersonaNotFoundError,
+    PersonaTypeError,
     PersonaValidationError,
     ProviderAuthError,
     ProviderError,
@@ -26,7 +27,8 @@ from vptt.core.errors import (
 STATUS: tuple[tuple[type[BaseException], int], ...] = (  # first match wins
     (PersonaNotFoundError, 404),
     (PersonaValidationError, 422),
-    (EmptyQueryError, 400),
+    (InvalidQueryError, 400),  # empty, not text, or invalid Unicode
+    (PersonaTypeError, 400),
     (NoPostsError, 409),
     (ConfigError, 400),
     (RunTimeoutError, 504),

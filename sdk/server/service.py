@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Request
 
 from vptt.agents.context import AgentContext
-from vptt.agents.gate_nodes import persona_dir_name
+from vptt.agents.gate_nodes import image_dir
 from vptt.agents.personalizer import Personalizer
 from vptt.agents.results import PersonalizationResult
 from vptt.core.errors import ConfigError
@@ -81,7 +81,7 @@ class Service:
         """The file of one generated image of ``persona_id`` (names are ``<run id>-<attempt>.png``)."""
         if not IMAGE_NAME.match(name):
             raise ConfigError(f"{name!r} is not an image name of this server (<run id>-<attempt>.png)")
-        return self.agent.components.image_dir() / persona_dir_name(persona_id) / name
+        return image_dir(self.agent.components, persona_id) / name
 
     def payload(self, result: PersonalizationResult) -> dict[str, Any]:
         """The result as JSON for clients: image paths become URLs (no server paths leave the server)."""
