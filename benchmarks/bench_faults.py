@@ -15,7 +15,8 @@ answers, real ``chroma run`` servers that are paused or killed). Each case is cl
 * **hang**: the time limit passed.
 
 It prints one line per case, then ``tried / clear error / wrong result / hang`` and the non-clear cases with
-the owner of each (the branch that fixes it) and why. The exit status is 0 whatever the counts.
+the owner of each (the part of the SDK it concerns) and why. The exit status is 1 when any case gave a wrong
+result or hung, else 0.
 """
 
 from __future__ import annotations
@@ -719,6 +720,7 @@ def main() -> None:
         print("\nnot clear:")
         for r in sorted(bad, key=lambda r: (r.case.owner, r.case.name)):
             print(f"  {r.kind:5s} [{r.case.owner}] {r.case.name}: {r.why}")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

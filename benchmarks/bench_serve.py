@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -30,6 +28,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 SAMPLE = ROOT / "examples" / "data" / "personas.jsonl"
 QUERIES = ["A preferred outdoor spot", "A photo showing my next social media post with my style and content",
            "A cultural site I would visit", "Here is a convention center. Add a preferred event",
@@ -86,13 +85,9 @@ def run_clients(n: int, seconds: float, call, pids: list[str], tag: str) -> dict
             "load": load()}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> None:
+    from tests.procs import free_port, start_http, stop
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--clients", default="1,8,32")
     ap.add_argument("--duration", type=float, default=15.0)
@@ -135,21 +130,11 @@ def main() -> None:
 
     port = free_port()
     env = {**os.environ, "VPTT_DATA_DIR": str(data), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(args.torch_threads)}
-    log = open(data / "serve.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "vptt", "serve", "--port", str(port), "--log-level", "warning"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    server = start_http([sys.executable, "-m", "vptt", "serve", "--port", str(port), "--log-level", "warning"],
+                        log=data / "serve.log", health_url=f"http://127.0.0.1:{port}/api/health",
+                        what="vptt serve", timeout=180, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            try:
-                if httpx.get(url + "/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.time() > deadline:
-                raise SystemExit("vptt serve did not start:\n" + (data / "serve.log").read_text()[-2000:])
-            time.sleep(0.3)
         proc = psutil.Process(server.pid)
 
         def call(pid: str, q: str, st: dict) -> None:
@@ -178,15 +163,12 @@ def main() -> None:
         best = max(r["rps"] for r in rows)
         print(f"\np99 at {most['clients']} clients / p50 at 1 client: {most['p99_ms'] / single['p50_ms']:.2f}x "
               f"(goal <= 5)")
-        print(f"best server throughput / in-process (2 threads): {best / inproc['rps']:.2f}x (goal >= 0.8)")
+        print(f"server throughput at {most['clients']} clients / in-process (2 threads): "
+              f"{most['rps'] / inproc['rps']:.2f}x (goal >= 0.8); best level {best / inproc['rps']:.2f}x")
         print(f"errors: {sum(r['errors'] for r in rows)} (goal 0); RSS {rows[0]['rss_start_mib']:.0f} → "
               f"{rows[-1]['rss_end_mib']:.0f} MiB")
     finally:
-        server.terminate()
-        try:
-            server.wait(15)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop(server)
 
 
 if __name__ == "__main__":
