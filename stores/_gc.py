@@ -122,10 +122,9 @@ def _scan(store: PersonaStore) -> tuple[dict[str, tuple[str, tuple[str, ...]]], 
 def full_gc(store: PersonaStore) -> int:
     """Recover stale journals, then delete every vector that nothing references. Returns vectors removed."""
     removed = recover_journals(store)
-    protected = {k for j in store._get_journals() if not is_stale(j) for k in j.keys}
     entries, vectors = _scan(store)
     referenced = {k for _, keys in entries.values() for k in keys}
-    return removed + collect(store, vectors - referenced - protected)
+    return removed + collect(store, vectors - referenced)  # collect spares what live journals list
 
 
 def check(store: PersonaStore, *, repair: bool) -> StoreCheck:

@@ -137,9 +137,9 @@ class MiniLMEmbedder(Embedder):
                               "(or auto)")
         self.backend = backend
         self.threads = threads
-        self.batch_size = batch_size or (512 if gpu else 64)
+        self._sizes_given = (batch_size, token_budget)
+        self._size_for_device()
         self.max_length = max_length
-        self.token_budget = token_budget or (65536 if gpu else 2048)
         self.onnx_dir = Path(onnx_dir) if onnx_dir is not None else _default_onnx_dir()
         #: the engine in use once loaded: "torch", "onnx" or "onnx-int8"
         self.engine: str | None = None
@@ -179,8 +179,18 @@ class MiniLMEmbedder(Embedder):
         clone = copy.copy(self)  # through __getstate__: nothing loaded is shared
         clone.threads = threads
         if device is not None:
-            clone.device = device
+            from vptt.core.devices import check_device
+
+            clone.device = check_device(device, probe=False)  # the pool checked its devices
+            clone._size_for_device()
         return clone
+
+    def _size_for_device(self) -> None:
+        """Batch size and token budget: as given, else sized for the device (a GPU takes far larger batches)."""
+        gpu = self.device != "cpu"
+        batch_size, token_budget = self._sizes_given
+        self.batch_size = batch_size or (512 if gpu else 64)
+        self.token_budget = token_budget or (65536 if gpu else 2048)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
