@@ -140,42 +140,45 @@ class PersonaMemoryStore(BaseStore):
         post = next((p for p in persona.posts if p.post_id == op.key), None)
         return None if post is None else _item(op.namespace, op.key, post.model_dump(mode="json"))
 
-    def _candidates(self, prefix: tuple[str, ...]) -> Iterator[tuple[str, bool]]:
-        """``(persona_id, posts?)`` namespaces under ``prefix``."""
+    def _candidates(self, prefix: tuple[str, ...]) -> Iterator[tuple[str, tuple[bool, ...]]]:
+        """``(persona_id, (posts?, ...))``: each persona under ``prefix`` once, with its namespaces there."""
         if prefix[:1] not in ((), (ROOT,)):
             return
-        ids = [prefix[1]] if len(prefix) >= 2 else self.store.list_ids()
-        for pid in ids:
-            if len(prefix) <= 2:
-                yield pid, False
-            if len(prefix) <= 2 or prefix[2:] == (POSTS,):
-                yield pid, True
+        kinds = ((False,) if len(prefix) <= 2 else ()) + \
+            ((True,) if len(prefix) <= 2 or prefix[2:] == (POSTS,) else ())
+        if not kinds:
+            return
+        for pid in [prefix[1]] if len(prefix) >= 2 else self.store.list_ids():
+            yield pid, kinds
 
     def _search(self, op: SearchOp) -> list[SearchItem]:
         q = self.store.embedder.embed_one(op.query) if op.query else None
         found: list[SearchItem] = []
-        for pid, is_posts in self._candidates(tuple(op.namespace_prefix)):
-            if q is None:
+        for pid, kinds in self._candidates(tuple(op.namespace_prefix)):
+            mem = None
+            if q is None:  # read each persona once, for all its namespaces
                 persona = self._persona(pid)
                 if persona is None:
                     continue
-                cards, posts, scores = persona, persona.posts, None
             else:
                 try:
                     mem = self.store.embedded(pid)
                 except PersonaNotFoundError:
                     continue
-                cards, posts = mem.persona, mem.persona.posts
-                scores = (mem.caption_embs @ q) if is_posts else np.array([float(mem.card_emb @ q)])
-            entries: list[tuple[tuple[str, ...], str, dict[str, Any]]]
-            if is_posts:
-                entries = [((ROOT, pid, POSTS), p.post_id, p.model_dump(mode="json")) for p in posts]
-            else:
-                entries = [((ROOT, pid), PROFILE, _profile(cards))]
-            for j, (ns, key, value) in enumerate(entries):
-                if _matches(value, op.filter):
-                    score = None if scores is None else float(scores[j])
-                    found.append(SearchItem(ns, key, value, EPOCH, EPOCH, score=score))
+                persona = mem.persona
+            for is_posts in kinds:
+                scores = None
+                if mem is not None and q is not None:
+                    scores = (mem.caption_embs @ q) if is_posts else np.array([float(mem.card_emb @ q)])
+                entries: list[tuple[tuple[str, ...], str, dict[str, Any]]]
+                if is_posts:
+                    entries = [((ROOT, pid, POSTS), p.post_id, p.model_dump(mode="json")) for p in persona.posts]
+                else:
+                    entries = [((ROOT, pid), PROFILE, _profile(persona))]
+                for j, (ns, key, value) in enumerate(entries):
+                    if _matches(value, op.filter):
+                        score = None if scores is None else float(scores[j])
+                        found.append(SearchItem(ns, key, value, EPOCH, EPOCH, score=score))
         if q is not None:
             found.sort(key=lambda it: -(it.score or 0.0))
         return found[op.offset:op.offset + op.limit]
