@@ -99,3 +99,32 @@ def test_add_post_rejects_bad_input_and_writes_nothing(env, tmp_path) -> None:
     assert r.exit_code == 2 and "CATEGORY=ITEM" in r.output
     r = runner.invoke(app, ["personas", "add-post", "nobody", "--caption", "c"], env=env)
     assert r.exit_code == 1 and "not found" in r.output
+
+
+def test_serve_passes_root_options_to_the_served_graph(tmp_path, monkeypatch) -> None:
+    """`vptt --embedder-backend torch serve` builds its agent with that backend (the graph's settings come from
+    VPTT_* in its process), never the default."""
+    pytest.importorskip("uvicorn")
+    import uvicorn
+
+    from vptt.agents import context as agent_context
+
+    seen: dict = {}
+
+    def fake_run(app_, **kwargs) -> None:  # what uvicorn would serve: the agent is built by now
+        seen["settings"] = app_.state.service.personalizer.settings
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    for var in ("VPTT_EMBEDDER_BACKEND", "VPTT_TAU", "VPTT_LLM_API_KEY"):
+        monkeypatch.delenv(var, raising=False)
+    agent_context.clear_cache()
+    try:
+        r = runner.invoke(app, ["--data-dir", str(tmp_path / "d"), "--embedder-backend", "torch", "serve"],
+                          env={"HF_HUB_OFFLINE": "1", "VPTT_TAU": "0.2", "VPTT_LLM_API_KEY": "sk-secret"})
+        assert r.exit_code == 0, r.output
+        s = seen["settings"]
+        assert s.embedder_backend == "torch" and s.tau == 0.2 and s.data_dir == tmp_path / "d"
+    finally:
+        for var in ("VPTT_EMBEDDER_BACKEND", "VPTT_TAU", "VPTT_DATA_DIR", "VPTT_LLM_API_KEY", "VPTT_STORE"):
+            monkeypatch.delenv(var, raising=False)
+        agent_context.clear_cache()

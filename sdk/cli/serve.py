@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +56,14 @@ def serve(host: str = typer.Option("127.0.0.1", help="Interface to bind; anythin
                          max_body_bytes=int(max_body_kb * 1024))
     config.check_binding()
     s = settings()
+    from pydantic import SecretStr
+
+    # the served graph builds its settings from VPTT_* (AgentContext: None means "from the environment"): the
+    # root options given on this command line (--device, --embedder-backend, ...) reach it that way
+    for name in s.model_fields_set:
+        value = getattr(s, name)
+        if value is not None and not isinstance(value, SecretStr):
+            os.environ[f"VPTT_{name.upper()}"] = str(value)
     ctx = AgentContext(data_dir=str(s.data_dir), store=s.store, chroma_host=s.chroma_host,
                        chroma_port=s.chroma_port if s.chroma_host else None)
     app = create_app(config, service=Service(config, context=ctx))

@@ -52,7 +52,8 @@ class Service:
                                                       auto_thread=False, save_dir=c.save_dir)
             if agent.components.save_dir is None:
                 agent.components.save_dir = agent.personalizer.settings.data_dir / "serve-images"
-            if c.batch_embeddings:  # concurrent requests share query-embedding forwards
+            if c.batch_embeddings and not isinstance(agent.personalizer.embedder, BatchingEmbedder):
+                # concurrent requests share query-embedding forwards (the personalizer may be shared)
                 agent.personalizer.embedder = BatchingEmbedder(agent.personalizer.embedder)
         self.agent = agent
         self._vision = vision_chat
