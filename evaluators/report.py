@@ -26,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from vptt.core.errors import ConfigError
-from vptt.evaluators.stats import cohens_d, mean_ci, win_rates
+from vptt.evaluators.stats import mean_ci, summarize_methods
 
 METHOD_ORDER = ("baseline", "persona_only", "brag", "vprag", "comb")
 METHOD_LABEL = {"baseline": "Baseline", "persona_only": "Persona Only", "brag": "BRAG", "vprag": "VPRAG",
@@ -110,18 +109,9 @@ def cells(scores: Mapping[str, np.ndarray], reference: str | None) -> dict[str, 
     names = [m for m in scores if len(scores[m])]
     if not names:
         return {}
-    means = {m: float(np.mean(scores[m])) for m in names}
-    ref = reference if reference in means else max(names, key=lambda m: means[m])
-    wins = win_rates(np.column_stack([scores[m] for m in names]))
-    out = {}
-    for m, w in zip(names, wins):
-        mean, lo, hi = mean_ci(scores[m])
-        try:
-            d = math.nan if m == ref else cohens_d(scores[m], scores[ref])
-        except ConfigError:
-            d = math.nan
-        out[m] = Cell(len(scores[m]), mean, lo, hi, float(w), d, ref)
-    return out
+    ref = reference if reference in names else None
+    return {s.name: Cell(s.n, *mean_ci(scores[s.name]), s.win_rate, s.cohens_d, s.reference)
+            for s in summarize_methods({m: scores[m] for m in names}, reference=ref)}
 
 
 def _ranks(values: Mapping[str, float]) -> dict[str, int]:

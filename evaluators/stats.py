@@ -176,6 +176,8 @@ def summarize_methods(scores: Mapping[str, ArrayLike], reference: str | None = N
         reference: method to compute d against ("Baseline" as in Tables 7-10); None compares with the
             method of highest mean (Table 3).
         atol: tie tolerance for Win%.
+
+    Cohen's d is NaN where it cannot be estimated (fewer than two items, or no spread).
     """
     names = list(scores)
     if not names:
@@ -188,7 +190,16 @@ def summarize_methods(scores: Mapping[str, ArrayLike], reference: str | None = N
         raise ConfigError(f"reference {ref!r} is not one of the methods {names}")
     wins = win_rates(np.column_stack(cols), atol=atol)
     ref_col = cols[names.index(ref)]
+
+    def d(k: str, c: np.ndarray) -> float:
+        if k == ref:
+            return math.nan
+        try:
+            return cohens_d(c, ref_col)
+        except ConfigError:  # too few items, or no spread: d cannot be estimated ("n/a" in reports)
+            return math.nan
+
     return [MethodSummary(name=k, n=int(c.size), mean=float(c.mean()),
                           std=float(c.std(ddof=1)) if c.size > 1 else math.nan, win_rate=float(w),
-                          cohens_d=math.nan if k == ref else cohens_d(c, ref_col), reference=ref)
+                          cohens_d=d(k, c), reference=ref)
             for k, c, w in zip(names, cols, wins)]
